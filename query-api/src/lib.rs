@@ -1,0 +1,2 @@
+//! The query API: read-only, role- and tenant-scoped HTTP over the read models. Built in issue 8;
+//! for now only the crate boundary exists.
