@@ -1,0 +1,173 @@
+//! The user aggregate: accounts, their organisation and roles. Deactivation and role changes
+//! take effect at the user's next login.
+
+use crate::command::{AssignRole, DeactivateUser, RegisterUser, RevokeRole};
+use crate::decide::Ctx;
+use crate::event::{Event, RoleAssigned, RoleRevoked, UserDeactivated, UserRegistered};
+use crate::permission;
+use crate::rejection::{FieldError, Rejection};
+use crate::state::Stamp;
+use crate::values::*;
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub user_id: UserId,
+    pub username: Username,
+    pub password_hash: PasswordHash,
+    pub display_name: Name,
+    pub org_id: OrgId,
+    pub roles: BTreeSet<Role>,
+    pub patient_id: Option<PatientId>,
+    pub active: bool,
+}
+
+pub fn register(state: Option<User>, c: &RegisterUser, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    permission::admin_over(ctx.actor(), c.org_id)?;
+    let Some(org_kind) = ctx.facts.org_kind(c.org_id) else {
+        return Err(Rejection::not_found(AggregateType::Hospital, c.org_id));
+    };
+    if state.is_some() {
+        return Err(Rejection::conflict(format!("user {} already exists", c.user_id)));
+    }
+    if ctx.facts.username_taken(&c.username) {
+        return Err(Rejection::conflict(format!(
+            "the username {} is taken",
+            c.username
+        )));
+    }
+    let mut errors = Vec::new();
+    if let Err(e) = permission::check_roles(org_kind, &c.roles, "roles") {
+        errors.push(e);
+    }
+    let is_patient = c.roles.contains(&Role::Patient);
+    match (is_patient, c.patient_id) {
+        (true, None) => errors.push(FieldError::new(
+            "patient_id",
+            "is required for a patient's own account",
+        )),
+        (false, Some(_)) => errors.push(FieldError::new(
+            "patient_id",
+            "is only for an account with the patient role",
+        )),
+        (true, Some(patient_id)) => match ctx.facts.patient(patient_id) {
+            None => return Err(Rejection::not_found(AggregateType::Patient, patient_id)),
+            Some(p) if OrgId::from(p.hospital_id) != c.org_id => errors.push(FieldError::new(
+                "patient_id",
+                "is a patient of another hospital",
+            )),
+            Some(_) => {}
+        },
+        (false, None) => {}
+    }
+    if !errors.is_empty() {
+        return Err(Rejection::Invalid(errors));
+    }
+    Ok(vec![
+        UserRegistered {
+            user_id: c.user_id,
+            username: c.username.clone(),
+            password_hash: c.password_hash.clone(),
+            display_name: c.display_name.clone(),
+            org_id: c.org_id,
+            roles: c.roles.clone(),
+            patient_id: c.patient_id,
+        }
+        .into(),
+    ])
+}
+
+/// The user, which must exist, be active and be within the admin's reach.
+fn managed(state: Option<User>, user_id: UserId, ctx: &Ctx) -> Result<User, Rejection> {
+    let user = state.ok_or_else(|| Rejection::not_found(AggregateType::User, user_id))?;
+    permission::admin_over(ctx.actor(), user.org_id)?;
+    if !user.active {
+        return Err(Rejection::conflict(format!("user {user_id} is deactivated")));
+    }
+    Ok(user)
+}
+
+pub fn assign_role(state: Option<User>, c: &AssignRole, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    let user = managed(state, c.user_id, ctx)?;
+    if user.roles.contains(&c.role) {
+        return Err(Rejection::conflict(format!(
+            "user {} already holds the role {}",
+            c.user_id, c.role
+        )));
+    }
+    let org_kind = ctx
+        .facts
+        .org_kind(user.org_id)
+        .ok_or_else(|| Rejection::not_found(AggregateType::Hospital, user.org_id))?;
+    let mut roles: Vec<Role> = user.roles.iter().copied().collect();
+    roles.push(c.role);
+    permission::check_roles(org_kind, &roles, "role").map_err(|e| Rejection::Invalid(vec![e]))?;
+    Ok(vec![
+        RoleAssigned {
+            user_id: c.user_id,
+            org_id: user.org_id,
+            role: c.role,
+        }
+        .into(),
+    ])
+}
+
+pub fn revoke_role(state: Option<User>, c: &RevokeRole, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    let user = managed(state, c.user_id, ctx)?;
+    if !user.roles.contains(&c.role) {
+        return Err(Rejection::conflict(format!(
+            "user {} does not hold the role {}",
+            c.user_id, c.role
+        )));
+    }
+    Ok(vec![
+        RoleRevoked {
+            user_id: c.user_id,
+            org_id: user.org_id,
+            role: c.role,
+        }
+        .into(),
+    ])
+}
+
+pub fn deactivate(state: Option<User>, c: &DeactivateUser, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    let user = managed(state, c.user_id, ctx)?;
+    if user.user_id == ctx.user() {
+        return Err(Rejection::conflict("an admin may not deactivate their own account"));
+    }
+    Ok(vec![
+        UserDeactivated {
+            user_id: c.user_id,
+            org_id: user.org_id,
+        }
+        .into(),
+    ])
+}
+
+pub fn evolve(state: Option<User>, event: &Event, _stamp: &Stamp) -> Option<User> {
+    match (state, event) {
+        (None, Event::UserRegistered(e)) => Some(User {
+            user_id: e.user_id,
+            username: e.username.clone(),
+            password_hash: e.password_hash.clone(),
+            display_name: e.display_name.clone(),
+            org_id: e.org_id,
+            roles: e.roles.iter().copied().collect(),
+            patient_id: e.patient_id,
+            active: true,
+        }),
+        (Some(mut u), Event::RoleAssigned(e)) => {
+            u.roles.insert(e.role);
+            Some(u)
+        }
+        (Some(mut u), Event::RoleRevoked(e)) => {
+            u.roles.remove(&e.role);
+            Some(u)
+        }
+        (Some(mut u), Event::UserDeactivated(_)) => {
+            u.active = false;
+            Some(u)
+        }
+        (state, _) => state,
+    }
+}
