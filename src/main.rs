@@ -6,7 +6,11 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "hms", version, about = "Offline-first, event-sourced hospital system")]
+#[command(
+    name = "hms",
+    version,
+    about = "Offline-first, event-sourced hospital system"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

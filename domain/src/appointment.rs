@@ -6,8 +6,8 @@
 //! answers [`crate::facts::Facts::doctor_slots`]; the decision is made here.
 
 use crate::command::{
-    ApproveAppointment, BookAppointment, CancelAppointment, CompleteAppointment,
-    RejectAppointment, RescheduleAppointment,
+    ApproveAppointment, BookAppointment, CancelAppointment, CompleteAppointment, RejectAppointment,
+    RescheduleAppointment,
 };
 use crate::decide::Ctx;
 use crate::event::*;
@@ -45,13 +45,18 @@ impl AppointmentStatus {
     pub const fn is_terminal(&self) -> bool {
         matches!(
             self,
-            AppointmentStatus::Completed | AppointmentStatus::Rejected | AppointmentStatus::Cancelled
+            AppointmentStatus::Completed
+                | AppointmentStatus::Rejected
+                | AppointmentStatus::Cancelled
         )
     }
 
     /// Holds the doctor's time.
     pub const fn holds_slot(&self) -> bool {
-        matches!(self, AppointmentStatus::Pending | AppointmentStatus::Approved)
+        matches!(
+            self,
+            AppointmentStatus::Pending | AppointmentStatus::Approved
+        )
     }
 }
 
@@ -81,7 +86,11 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn new(appointment_id: AppointmentId, starts_at: Timestamp, duration: DurationMinutes) -> Self {
+    pub fn new(
+        appointment_id: AppointmentId,
+        starts_at: Timestamp,
+        duration: DurationMinutes,
+    ) -> Self {
         Self {
             appointment_id,
             starts_at,
@@ -106,7 +115,9 @@ pub fn slot_clash(wanted: &Slot, doctors_slots: &[Slot]) -> Option<Slot> {
 }
 
 fn check_slot_free(doctor_id: UserId, wanted: &Slot, ctx: &Ctx) -> Result<(), Rejection> {
-    let taken = ctx.facts.doctor_slots(doctor_id, wanted.starts_at, wanted.ends_at);
+    let taken = ctx
+        .facts
+        .doctor_slots(doctor_id, wanted.starts_at, wanted.ends_at);
     match slot_clash(wanted, &taken) {
         Some(s) => Err(Rejection::conflict(format!(
             "doctor {doctor_id} is already booked from {} to {} (appointment {})",
@@ -118,7 +129,11 @@ fn check_slot_free(doctor_id: UserId, wanted: &Slot, ctx: &Ctx) -> Result<(), Re
 
 /// The appointment a command acts on: it exists, belongs to the actor's hospital, and, for a
 /// patient acting for themselves, is their own.
-fn existing(state: Option<Appointment>, id: AppointmentId, ctx: &Ctx) -> Result<Appointment, Rejection> {
+fn existing(
+    state: Option<Appointment>,
+    id: AppointmentId,
+    ctx: &Ctx,
+) -> Result<Appointment, Rejection> {
     let a = state.ok_or_else(|| Rejection::not_found(AggregateType::Appointment, id))?;
     permission::in_hospital(ctx.actor(), a.hospital_id)?;
     permission::patient_self(ctx.actor(), ctx.role, a.patient_id)?;
@@ -133,7 +148,11 @@ fn wrong_state(a: &Appointment, action: &str) -> Rejection {
     ))
 }
 
-pub fn book(state: Option<Appointment>, c: &BookAppointment, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn book(
+    state: Option<Appointment>,
+    c: &BookAppointment,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let hospital_id = ctx.acting_hospital()?;
     permission::patient_self(ctx.actor(), ctx.role, c.patient_id)?;
     if state.is_some() {
@@ -176,7 +195,11 @@ pub fn book(state: Option<Appointment>, c: &BookAppointment, ctx: &Ctx) -> Resul
     ])
 }
 
-pub fn approve(state: Option<Appointment>, c: &ApproveAppointment, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn approve(
+    state: Option<Appointment>,
+    c: &ApproveAppointment,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let a = existing(state, c.appointment_id, ctx)?;
     if a.status != AppointmentStatus::Pending {
         return Err(wrong_state(&a, "approved"));
@@ -192,7 +215,11 @@ pub fn approve(state: Option<Appointment>, c: &ApproveAppointment, ctx: &Ctx) ->
     ])
 }
 
-pub fn reject(state: Option<Appointment>, c: &RejectAppointment, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn reject(
+    state: Option<Appointment>,
+    c: &RejectAppointment,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let a = existing(state, c.appointment_id, ctx)?;
     if !matches!(
         a.status,
@@ -213,7 +240,11 @@ pub fn reject(state: Option<Appointment>, c: &RejectAppointment, ctx: &Ctx) -> R
 
 /// Moves an open appointment to a new time; it goes back to `pending` for the doctor to
 /// approve again.
-pub fn reschedule(state: Option<Appointment>, c: &RescheduleAppointment, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn reschedule(
+    state: Option<Appointment>,
+    c: &RescheduleAppointment,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let a = existing(state, c.appointment_id, ctx)?;
     if a.status.is_terminal() {
         return Err(wrong_state(&a, "rescheduled"));
@@ -240,7 +271,11 @@ pub fn reschedule(state: Option<Appointment>, c: &RescheduleAppointment, ctx: &C
     ])
 }
 
-pub fn cancel(state: Option<Appointment>, c: &CancelAppointment, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn cancel(
+    state: Option<Appointment>,
+    c: &CancelAppointment,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let a = existing(state, c.appointment_id, ctx)?;
     if a.status.is_terminal() {
         return Err(wrong_state(&a, "cancelled"));
@@ -256,7 +291,11 @@ pub fn cancel(state: Option<Appointment>, c: &CancelAppointment, ctx: &Ctx) -> R
     ])
 }
 
-pub fn complete(state: Option<Appointment>, c: &CompleteAppointment, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn complete(
+    state: Option<Appointment>,
+    c: &CompleteAppointment,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let a = existing(state, c.appointment_id, ctx)?;
     if a.status != AppointmentStatus::Approved {
         return Err(wrong_state(&a, "completed"));
@@ -279,7 +318,9 @@ pub fn accepts(a: &Appointment, event: &Event) -> bool {
     match event {
         Event::AppointmentApproved(_) => a.status == Pending,
         Event::AppointmentRejected(_) => matches!(a.status, Pending | NeedsRescheduling),
-        Event::AppointmentRescheduled(_) | Event::AppointmentCancelled(_) => !a.status.is_terminal(),
+        Event::AppointmentRescheduled(_) | Event::AppointmentCancelled(_) => {
+            !a.status.is_terminal()
+        }
         Event::AppointmentCompleted(_) => a.status == Approved,
         Event::AppointmentConflictDetected(_) => a.status.holds_slot(),
         _ => false,

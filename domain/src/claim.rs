@@ -51,7 +51,10 @@ pub struct Claim {
 pub fn price(invoice: &Invoice, plan: &Plan) -> Vec<ClaimLine> {
     let mut lines: Vec<ClaimLine> = Vec::new();
     for line in &invoice.lines {
-        match lines.iter_mut().find(|l| l.service_code == line.service_code) {
+        match lines
+            .iter_mut()
+            .find(|l| l.service_code == line.service_code)
+        {
             Some(l) => l.amount_cents += line.amount_cents.get(),
             None => lines.push(ClaimLine {
                 service_code: line.service_code.clone(),
@@ -73,7 +76,10 @@ pub fn price(invoice: &Invoice, plan: &Plan) -> Vec<ClaimLine> {
 pub fn submit(state: Option<Claim>, c: &SubmitClaim, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
     let hospital_id = ctx.acting_hospital()?;
     if state.is_some() {
-        return Err(Rejection::conflict(format!("claim {} already exists", c.claim_id)));
+        return Err(Rejection::conflict(format!(
+            "claim {} already exists",
+            c.claim_id
+        )));
     }
     let invoice = ctx
         .facts

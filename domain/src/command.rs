@@ -161,8 +161,8 @@ impl Command {
     /// The aggregate the command acts on. A stock item is named by the acting hospital and the
     /// drug, so the actor's organisation is needed to name it.
     pub fn target(&self, acting_org: OrgId) -> AggregateRef {
-        use AggregateType as T;
         use AggregateRef as R;
+        use AggregateType as T;
         match self {
             Command::RegisterHospital(c) => R::new(T::Hospital, c.hospital_id),
             Command::RegisterInsurer(c) => R::new(T::Insurer, c.insurer_id),

@@ -23,7 +23,11 @@ use crate::values::*;
 /// Lookups only the reconciler needs, beyond those of a decision.
 pub trait ConflictFacts: Facts {
     /// Live (not merged) patients of a hospital holding this national id.
-    fn patients_with_national_id(&self, hospital: HospitalId, national_id: &NationalId) -> Vec<PatientId>;
+    fn patients_with_national_id(
+        &self,
+        hospital: HospitalId,
+        national_id: &NationalId,
+    ) -> Vec<PatientId>;
 }
 
 /// Whether an event is itself an answer to a clash (answers are never answered).
@@ -63,7 +67,11 @@ pub fn answer(known: &dyn ConflictFacts, arriving: &Event, stamp: &Stamp) -> Vec
 
 /// Overlapping bookings of one doctor: the first to reach HMS_EVENTS keeps the slot, the
 /// arriving one needs rescheduling.
-pub fn slot_conflict(known: &dyn Facts, before: Option<&AggregateState>, arriving: &Event) -> Option<Event> {
+pub fn slot_conflict(
+    known: &dyn Facts,
+    before: Option<&AggregateState>,
+    arriving: &Event,
+) -> Option<Event> {
     let (appointment, hospital_id) = match (before, arriving) {
         (None, Event::AppointmentBooked(e)) => (
             Appointment {
@@ -104,7 +112,11 @@ pub fn slot_conflict(known: &dyn Facts, before: Option<&AggregateState>, arrivin
 }
 
 /// Movements commute and are all kept; one that leaves the balance below zero is flagged.
-pub fn stock_discrepancy(before: Option<&AggregateState>, arriving: &Event, stamp: &Stamp) -> Option<Event> {
+pub fn stock_discrepancy(
+    before: Option<&AggregateState>,
+    arriving: &Event,
+    stamp: &Stamp,
+) -> Option<Event> {
     let moved = crate::stock::movement(arriving);
     if moved >= 0 {
         return None;
@@ -135,7 +147,11 @@ pub fn stock_discrepancy(before: Option<&AggregateState>, arriving: &Event, stam
 }
 
 /// The hospital's side of a claim arriving after the insurer decided: the decision stands.
-pub fn claim_amendment(before: Option<&AggregateState>, arriving: &Event, stamp: &Stamp) -> Option<Event> {
+pub fn claim_amendment(
+    before: Option<&AggregateState>,
+    arriving: &Event,
+    stamp: &Stamp,
+) -> Option<Event> {
     let (Some(AggregateState::Claim(claim)), Event::ClaimSubmitted(_)) = (before, arriving) else {
         return None;
     };
@@ -156,9 +172,15 @@ pub fn claim_amendment(before: Option<&AggregateState>, arriving: &Event, stamp:
 
 /// A registration (or a details change) carrying a national id another live record of the same
 /// hospital already holds.
-pub fn duplicate_patient(known: &dyn ConflictFacts, before: Option<&AggregateState>, arriving: &Event) -> Option<Event> {
+pub fn duplicate_patient(
+    known: &dyn ConflictFacts,
+    before: Option<&AggregateState>,
+    arriving: &Event,
+) -> Option<Event> {
     let (patient_id, hospital_id, national_id) = match (before, arriving) {
-        (None, Event::PatientRegistered(e)) => (e.patient_id, e.hospital_id, e.national_id.clone()?),
+        (None, Event::PatientRegistered(e)) => {
+            (e.patient_id, e.hospital_id, e.national_id.clone()?)
+        }
         (Some(AggregateState::Patient(p)), Event::PatientDetailsUpdated(e)) => {
             let new_id = e.changes.national_id.clone()?;
             if p.details.national_id.as_ref() == Some(&new_id) {
@@ -185,15 +207,20 @@ pub fn duplicate_patient(known: &dyn ConflictFacts, before: Option<&AggregateSta
 }
 
 /// A state change on something an earlier event already closed: the first transition stands.
-pub fn late_transition(before: Option<&AggregateState>, arriving: &Event, stamp: &Stamp) -> Option<Event> {
+pub fn late_transition(
+    before: Option<&AggregateState>,
+    arriving: &Event,
+    stamp: &Stamp,
+) -> Option<Event> {
     let reason = match (before?, arriving) {
-        (AggregateState::Appointment(a), e @ (
-            Event::AppointmentApproved(_)
+        (
+            AggregateState::Appointment(a),
+            e @ (Event::AppointmentApproved(_)
             | Event::AppointmentRejected(_)
             | Event::AppointmentRescheduled(_)
             | Event::AppointmentCancelled(_)
-            | Event::AppointmentCompleted(_)
-        )) if !appointment::accepts(a, e) => {
+            | Event::AppointmentCompleted(_)),
+        ) if !appointment::accepts(a, e) => {
             format!("appointment was already {}", a.status.as_str())
         }
         (AggregateState::Prescription(p), Event::PrescriptionDispensed(_))

@@ -67,7 +67,11 @@ pub struct Decision {
 
 /// Decides a command: 403 if no role of the actor may issue it, then the aggregate's own rules
 /// (existence, tenancy, state, field checks that need state).
-pub fn decide(command: &Command, meta: &CommandMeta, facts: &dyn Facts) -> Result<Decision, Rejection> {
+pub fn decide(
+    command: &Command,
+    meta: &CommandMeta,
+    facts: &dyn Facts,
+) -> Result<Decision, Rejection> {
     let role = permission::role_for(&meta.actor, command.kind())?;
     let ctx = Ctx { meta, facts, role };
     let f = facts;
@@ -136,7 +140,10 @@ pub(crate) fn check_unique<T, K: PartialEq>(
         .enumerate()
         .filter(|(i, item)| items[..*i].iter().any(|earlier| key(earlier) == key(item)))
         .map(|(i, _)| {
-            crate::rejection::FieldError::new(format!("{list}[{i}].{field}"), "appears twice in the list")
+            crate::rejection::FieldError::new(
+                format!("{list}[{i}].{field}"),
+                "appears twice in the list",
+            )
         })
         .collect();
     if errors.is_empty() {

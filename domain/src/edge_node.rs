@@ -16,7 +16,11 @@ pub struct EdgeNode {
     pub public_key: NodePublicKey,
 }
 
-pub fn register(state: Option<EdgeNode>, c: &RegisterEdgeNode, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn register(
+    state: Option<EdgeNode>,
+    c: &RegisterEdgeNode,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     permission::admin_over(ctx.actor(), c.hospital_id.into())?;
     if ctx.facts.hospital(c.hospital_id).is_none() {
         return Err(Rejection::not_found(AggregateType::Hospital, c.hospital_id));

@@ -304,8 +304,8 @@ events! {
 impl Event {
     /// The aggregate this event belongs to.
     pub fn aggregate(&self) -> AggregateRef {
-        use AggregateType as T;
         use AggregateRef as R;
+        use AggregateType as T;
         match self {
             Event::HospitalRegistered(e) => R::new(T::Hospital, e.hospital_id),
             Event::InsurerRegistered(e) => R::new(T::Insurer, e.insurer_id),
@@ -402,7 +402,11 @@ impl Event {
     }
 
     /// Reads an event as recorded, of any known schema version, into the current shape.
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Event, DecodeError> {
+    pub fn decode(
+        event_type: &str,
+        schema_version: u16,
+        payload: Value,
+    ) -> Result<Event, DecodeError> {
         let current = Event::current_schema_version(event_type)
             .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
         if schema_version == 0 || schema_version > current {

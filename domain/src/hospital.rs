@@ -15,7 +15,11 @@ pub struct Hospital {
     pub region_code: RegionCode,
 }
 
-pub fn register(state: Option<Hospital>, c: &RegisterHospital, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn register(
+    state: Option<Hospital>,
+    c: &RegisterHospital,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     permission::system_admin(ctx.actor())?;
     if state.is_some() || ctx.facts.org_kind(c.hospital_id.into()).is_some() {
         return Err(Rejection::conflict(format!(

@@ -14,7 +14,11 @@ pub struct Insurer {
     pub name: Name,
 }
 
-pub fn register(state: Option<Insurer>, c: &RegisterInsurer, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn register(
+    state: Option<Insurer>,
+    c: &RegisterInsurer,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     permission::system_admin(ctx.actor())?;
     if state.is_some() || ctx.facts.org_kind(c.insurer_id.into()).is_some() {
         return Err(Rejection::conflict(format!(

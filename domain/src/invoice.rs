@@ -58,15 +58,24 @@ pub fn issue(state: Option<Invoice>, c: &IssueInvoice, ctx: &Ctx) -> Result<Vec<
         )));
     }
     if c.lines.is_empty() {
-        return Err(Rejection::invalid("lines", "must list at least one service"));
+        return Err(Rejection::invalid(
+            "lines",
+            "must list at least one service",
+        ));
     }
     if c.lines.len() > MAX_LINES {
-        return Err(Rejection::invalid("lines", format!("must list at most {MAX_LINES} services")));
+        return Err(Rejection::invalid(
+            "lines",
+            format!("must list at most {MAX_LINES} services"),
+        ));
     }
     // Each line is at most MAX_CENTS and there are at most MAX_LINES: no overflow.
     let total_cents: i64 = c.lines.iter().map(|l| l.amount_cents.get()).sum();
     if total_cents > MAX_CENTS {
-        return Err(Rejection::invalid("lines", format!("must total at most {MAX_CENTS}")));
+        return Err(Rejection::invalid(
+            "lines",
+            format!("must total at most {MAX_CENTS}"),
+        ));
     }
     check_appointment_of(c.appointment_id, c.patient_id, ctx)?;
     Ok(vec![
@@ -83,11 +92,18 @@ pub fn issue(state: Option<Invoice>, c: &IssueInvoice, ctx: &Ctx) -> Result<Vec<
     ])
 }
 
-pub fn record_payment(state: Option<Invoice>, c: &RecordPayment, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn record_payment(
+    state: Option<Invoice>,
+    c: &RecordPayment,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let inv = state.ok_or_else(|| Rejection::not_found(AggregateType::Invoice, c.invoice_id))?;
     permission::in_hospital(ctx.actor(), inv.hospital_id)?;
     if inv.status() == InvoiceStatus::Paid {
-        return Err(Rejection::conflict(format!("invoice {} is already paid", c.invoice_id)));
+        return Err(Rejection::conflict(format!(
+            "invoice {} is already paid",
+            c.invoice_id
+        )));
     }
     if c.amount_cents.get() > inv.outstanding_cents() {
         return Err(Rejection::conflict(format!(

@@ -24,7 +24,11 @@ pub struct LabResult {
     pub abnormal: bool,
 }
 
-pub fn order(state: Option<LabOrder>, c: &OrderLabTest, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn order(
+    state: Option<LabOrder>,
+    c: &OrderLabTest,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let patient = live_patient(ctx.facts.patient(c.patient_id), c.patient_id, ctx)?;
     if state.is_some() {
         return Err(Rejection::conflict(format!(
@@ -46,8 +50,13 @@ pub fn order(state: Option<LabOrder>, c: &OrderLabTest, ctx: &Ctx) -> Result<Vec
     ])
 }
 
-pub fn record_result(state: Option<LabOrder>, c: &RecordLabResult, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
-    let order = state.ok_or_else(|| Rejection::not_found(AggregateType::LabOrder, c.lab_order_id))?;
+pub fn record_result(
+    state: Option<LabOrder>,
+    c: &RecordLabResult,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
+    let order =
+        state.ok_or_else(|| Rejection::not_found(AggregateType::LabOrder, c.lab_order_id))?;
     permission::in_hospital(ctx.actor(), order.hospital_id)?;
     if order.result.is_some() {
         return Err(Rejection::conflict(format!(

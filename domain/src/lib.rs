@@ -13,10 +13,10 @@ pub mod values;
 
 pub mod command;
 pub mod conflict;
-pub mod memory;
 pub mod decide;
 pub mod event;
 pub mod facts;
+pub mod memory;
 pub mod permission;
 pub mod rejection;
 pub mod state;

@@ -56,7 +56,9 @@ impl Facts for MemoryStore {
         self.states
             .values()
             .filter_map(|s| match s {
-                AggregateState::Appointment(a) if a.doctor_id == doctor && a.status.holds_slot() => {
+                AggregateState::Appointment(a)
+                    if a.doctor_id == doctor && a.status.holds_slot() =>
+                {
                     Some(a.slot())
                 }
                 _ => None,
@@ -73,7 +75,11 @@ impl Facts for MemoryStore {
 }
 
 impl ConflictFacts for MemoryStore {
-    fn patients_with_national_id(&self, hospital: HospitalId, national_id: &NationalId) -> Vec<PatientId> {
+    fn patients_with_national_id(
+        &self,
+        hospital: HospitalId,
+        national_id: &NationalId,
+    ) -> Vec<PatientId> {
         self.states
             .values()
             .filter_map(|s| match s {

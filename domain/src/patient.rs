@@ -5,7 +5,9 @@
 //! higher `node_id` (ARCHITECTURE.md, conflict rules). Both edits stay in the history; `evolve`
 //! keeps, per field, the stamp of the edit that set it.
 
-use crate::command::{AddMedicalNote, MergePatients, RecordDiagnosis, RegisterPatient, UpdatePatientDetails};
+use crate::command::{
+    AddMedicalNote, MergePatients, RecordDiagnosis, RegisterPatient, UpdatePatientDetails,
+};
 use crate::decide::Ctx;
 use crate::event::{
     DiagnosisRecorded, Event, MedicalNoteAdded, PatientChanges, PatientDetails,
@@ -78,13 +80,20 @@ pub(crate) fn live_patient(
 
 fn check_birth_date(birth_date: &BirthDate, ctx: &Ctx) -> Result<(), Rejection> {
     if birth_date.as_naive() > ctx.at().date() {
-        Err(Rejection::invalid("birth_date", "must not be in the future"))
+        Err(Rejection::invalid(
+            "birth_date",
+            "must not be in the future",
+        ))
     } else {
         Ok(())
     }
 }
 
-pub fn register(state: Option<Patient>, c: &RegisterPatient, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn register(
+    state: Option<Patient>,
+    c: &RegisterPatient,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let hospital_id = ctx.acting_hospital()?;
     if state.is_some() {
         return Err(Rejection::conflict(format!(
@@ -108,7 +117,11 @@ pub fn register(state: Option<Patient>, c: &RegisterPatient, ctx: &Ctx) -> Resul
     ])
 }
 
-pub fn update(state: Option<Patient>, c: &UpdatePatientDetails, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn update(
+    state: Option<Patient>,
+    c: &UpdatePatientDetails,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let patient = live_patient(state, c.patient_id, ctx)?;
     if let Some(birth_date) = &c.changes.birth_date {
         check_birth_date(birth_date, ctx)?;
@@ -120,9 +133,15 @@ pub fn update(state: Option<Patient>, c: &UpdatePatientDetails, ctx: &Ctx) -> Re
         name: ch.name.clone().filter(|v| *v != d.name),
         birth_date: ch.birth_date.filter(|v| *v != d.birth_date),
         sex: ch.sex.filter(|v| *v != d.sex),
-        national_id: ch.national_id.clone().filter(|v| Some(v) != d.national_id.as_ref()),
+        national_id: ch
+            .national_id
+            .clone()
+            .filter(|v| Some(v) != d.national_id.as_ref()),
         phone: ch.phone.clone().filter(|v| Some(v) != d.phone.as_ref()),
-        region_code: ch.region_code.clone().filter(|v| Some(v) != d.region_code.as_ref()),
+        region_code: ch
+            .region_code
+            .clone()
+            .filter(|v| Some(v) != d.region_code.as_ref()),
     };
     if changes.is_empty() {
         return Err(Rejection::conflict(format!(
@@ -140,7 +159,11 @@ pub fn update(state: Option<Patient>, c: &UpdatePatientDetails, ctx: &Ctx) -> Re
     ])
 }
 
-pub fn diagnose(state: Option<Patient>, c: &RecordDiagnosis, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn diagnose(
+    state: Option<Patient>,
+    c: &RecordDiagnosis,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let patient = live_patient(state, c.patient_id, ctx)?;
     crate::decide::check_appointment_of(c.appointment_id, c.patient_id, ctx)?;
     Ok(vec![
@@ -156,7 +179,11 @@ pub fn diagnose(state: Option<Patient>, c: &RecordDiagnosis, ctx: &Ctx) -> Resul
     ])
 }
 
-pub fn add_note(state: Option<Patient>, c: &AddMedicalNote, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn add_note(
+    state: Option<Patient>,
+    c: &AddMedicalNote,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let patient = live_patient(state, c.patient_id, ctx)?;
     Ok(vec![
         MedicalNoteAdded {
@@ -171,7 +198,11 @@ pub fn add_note(state: Option<Patient>, c: &AddMedicalNote, ctx: &Ctx) -> Result
 
 /// Merges a duplicate record into its survivor (both of one hospital). The merged record keeps
 /// its history and points to the survivor from then on.
-pub fn merge(state: Option<Patient>, c: &MergePatients, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn merge(
+    state: Option<Patient>,
+    c: &MergePatients,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     if c.surviving_patient_id == c.merged_patient_id {
         return Err(Rejection::invalid(
             "merged_patient_id",

@@ -31,7 +31,10 @@ impl Plan {
 
 fn check_coverage(coverage: &[CoverageTerm]) -> Result<(), Rejection> {
     if coverage.is_empty() {
-        return Err(Rejection::invalid("coverage", "must list at least one service"));
+        return Err(Rejection::invalid(
+            "coverage",
+            "must list at least one service",
+        ));
     }
     if coverage.len() > MAX_COVERAGE_TERMS {
         return Err(Rejection::invalid(
@@ -48,7 +51,10 @@ pub fn publish(state: Option<Plan>, c: &PublishPlan, ctx: &Ctx) -> Result<Vec<Ev
         return Err(Rejection::not_found(AggregateType::Insurer, c.insurer_id));
     }
     if state.is_some() {
-        return Err(Rejection::conflict(format!("plan {} already exists", c.plan_id)));
+        return Err(Rejection::conflict(format!(
+            "plan {} already exists",
+            c.plan_id
+        )));
     }
     check_coverage(&c.coverage)?;
     Ok(vec![
@@ -64,7 +70,11 @@ pub fn publish(state: Option<Plan>, c: &PublishPlan, ctx: &Ctx) -> Result<Vec<Ev
     ])
 }
 
-pub fn update_terms(state: Option<Plan>, c: &UpdatePlanTerms, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn update_terms(
+    state: Option<Plan>,
+    c: &UpdatePlanTerms,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let plan = state.ok_or_else(|| Rejection::not_found(AggregateType::Plan, c.plan_id))?;
     permission::insurer_is(ctx.actor(), plan.insurer_id)?;
     if let Some(coverage) = &c.coverage {

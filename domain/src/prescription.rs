@@ -29,7 +29,11 @@ pub struct Prescription {
     pub status: PrescriptionStatus,
 }
 
-pub fn issue(state: Option<Prescription>, c: &IssuePrescription, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn issue(
+    state: Option<Prescription>,
+    c: &IssuePrescription,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let patient = live_patient(ctx.facts.patient(c.patient_id), c.patient_id, ctx)?;
     if state.is_some() {
         return Err(Rejection::conflict(format!(
@@ -41,7 +45,10 @@ pub fn issue(state: Option<Prescription>, c: &IssuePrescription, ctx: &Ctx) -> R
         return Err(Rejection::invalid("items", "must list at least one drug"));
     }
     if c.items.len() > MAX_ITEMS {
-        return Err(Rejection::invalid("items", format!("must list at most {MAX_ITEMS} drugs")));
+        return Err(Rejection::invalid(
+            "items",
+            format!("must list at most {MAX_ITEMS} drugs"),
+        ));
     }
     check_unique(&c.items, |i| &i.drug_code, "items", "drug_code")?;
     check_appointment_of(c.appointment_id, c.patient_id, ctx)?;
@@ -58,8 +65,13 @@ pub fn issue(state: Option<Prescription>, c: &IssuePrescription, ctx: &Ctx) -> R
     ])
 }
 
-pub fn dispense(state: Option<Prescription>, c: &DispensePrescription, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
-    let p = state.ok_or_else(|| Rejection::not_found(AggregateType::Prescription, c.prescription_id))?;
+pub fn dispense(
+    state: Option<Prescription>,
+    c: &DispensePrescription,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
+    let p = state
+        .ok_or_else(|| Rejection::not_found(AggregateType::Prescription, c.prescription_id))?;
     permission::in_hospital(ctx.actor(), p.hospital_id)?;
     if p.status == PrescriptionStatus::Dispensed {
         return Err(Rejection::conflict(format!(
@@ -116,7 +128,9 @@ pub fn evolve(state: Option<Prescription>, event: &Event, _stamp: &Stamp) -> Opt
             items: e.items.clone(),
             status: PrescriptionStatus::Issued,
         }),
-        (Some(mut p), Event::PrescriptionDispensed(_)) if p.status == PrescriptionStatus::Issued => {
+        (Some(mut p), Event::PrescriptionDispensed(_))
+            if p.status == PrescriptionStatus::Issued =>
+        {
             p.status = PrescriptionStatus::Dispensed;
             Some(p)
         }

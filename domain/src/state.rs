@@ -50,7 +50,11 @@ macro_rules! route {
 /// Applies one event to the state of its aggregate. Total: an event that does not apply (a
 /// late transition on something closed, a creation of something that exists) leaves the state
 /// as it is, so folding any recorded history never fails.
-pub fn evolve(state: Option<AggregateState>, event: &Event, stamp: &Stamp) -> Option<AggregateState> {
+pub fn evolve(
+    state: Option<AggregateState>,
+    event: &Event,
+    stamp: &Stamp,
+) -> Option<AggregateState> {
     route!(state, event, stamp,
         Hospital => hospital,
         Insurer => insurer,
@@ -68,7 +72,9 @@ pub fn evolve(state: Option<AggregateState>, event: &Event, stamp: &Stamp) -> Op
 }
 
 /// Folds one aggregate's history from nothing.
-pub fn fold<'a>(events: impl IntoIterator<Item = (&'a Event, &'a Stamp)>) -> Option<AggregateState> {
+pub fn fold<'a>(
+    events: impl IntoIterator<Item = (&'a Event, &'a Stamp)>,
+) -> Option<AggregateState> {
     events
         .into_iter()
         .fold(None, |state, (event, stamp)| evolve(state, event, stamp))

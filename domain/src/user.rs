@@ -28,7 +28,10 @@ pub fn register(state: Option<User>, c: &RegisterUser, ctx: &Ctx) -> Result<Vec<
         return Err(Rejection::not_found(AggregateType::Hospital, c.org_id));
     };
     if state.is_some() {
-        return Err(Rejection::conflict(format!("user {} already exists", c.user_id)));
+        return Err(Rejection::conflict(format!(
+            "user {} already exists",
+            c.user_id
+        )));
     }
     if ctx.facts.username_taken(&c.username) {
         return Err(Rejection::conflict(format!(
@@ -82,12 +85,18 @@ fn managed(state: Option<User>, user_id: UserId, ctx: &Ctx) -> Result<User, Reje
     let user = state.ok_or_else(|| Rejection::not_found(AggregateType::User, user_id))?;
     permission::admin_over(ctx.actor(), user.org_id)?;
     if !user.active {
-        return Err(Rejection::conflict(format!("user {user_id} is deactivated")));
+        return Err(Rejection::conflict(format!(
+            "user {user_id} is deactivated"
+        )));
     }
     Ok(user)
 }
 
-pub fn assign_role(state: Option<User>, c: &AssignRole, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn assign_role(
+    state: Option<User>,
+    c: &AssignRole,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let user = managed(state, c.user_id, ctx)?;
     if user.roles.contains(&c.role) {
         return Err(Rejection::conflict(format!(
@@ -112,7 +121,11 @@ pub fn assign_role(state: Option<User>, c: &AssignRole, ctx: &Ctx) -> Result<Vec
     ])
 }
 
-pub fn revoke_role(state: Option<User>, c: &RevokeRole, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn revoke_role(
+    state: Option<User>,
+    c: &RevokeRole,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let user = managed(state, c.user_id, ctx)?;
     if !user.roles.contains(&c.role) {
         return Err(Rejection::conflict(format!(
@@ -130,10 +143,16 @@ pub fn revoke_role(state: Option<User>, c: &RevokeRole, ctx: &Ctx) -> Result<Vec
     ])
 }
 
-pub fn deactivate(state: Option<User>, c: &DeactivateUser, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn deactivate(
+    state: Option<User>,
+    c: &DeactivateUser,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
     let user = managed(state, c.user_id, ctx)?;
     if user.user_id == ctx.user() {
-        return Err(Rejection::conflict("an admin may not deactivate their own account"));
+        return Err(Rejection::conflict(
+            "an admin may not deactivate their own account",
+        ));
     }
     Ok(vec![
         UserDeactivated {

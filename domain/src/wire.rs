@@ -55,7 +55,9 @@ fn command_kind(obj: &Map<String, Value>) -> Result<CommandKind, ParseError> {
     match obj.get("type") {
         Some(Value::String(t)) => CommandKind::parse(t)
             .ok_or_else(|| ParseError::Malformed(format!("unknown command type {t:?}"))),
-        Some(_) => Err(ParseError::Malformed("\"type\" must be a string".to_owned())),
+        Some(_) => Err(ParseError::Malformed(
+            "\"type\" must be a string".to_owned(),
+        )),
         None => Err(ParseError::Malformed(
             "the body must name the command in \"type\"".to_owned(),
         )),
@@ -90,9 +92,10 @@ pub fn parse_command(
     let command = read_command(kind, &mut r, hash_password);
     let errors = r.finish();
     match (command_id, command) {
-        (Some(command_id), Some(command)) if errors.is_empty() => {
-            Ok(ParsedCommand { command_id, command })
-        }
+        (Some(command_id), Some(command)) if errors.is_empty() => Ok(ParsedCommand {
+            command_id,
+            command,
+        }),
         _ => Err(ParseError::Invalid(errors)),
     }
 }
@@ -116,8 +119,21 @@ fn read_command(
 ) -> Option<Command> {
     use CommandKind as K;
     match kind {
-        K::RegisterHospital => build!(r, RegisterHospital { hospital_id: required, name: required, region_code: required }),
-        K::RegisterInsurer => build!(r, RegisterInsurer { insurer_id: required, name: required }),
+        K::RegisterHospital => build!(
+            r,
+            RegisterHospital {
+                hospital_id: required,
+                name: required,
+                region_code: required
+            }
+        ),
+        K::RegisterInsurer => build!(
+            r,
+            RegisterInsurer {
+                insurer_id: required,
+                name: required
+            }
+        ),
         K::RegisterUser => {
             let user_id = r.required("user_id");
             let username = r.required("username");
@@ -140,15 +156,48 @@ fn read_command(
                 patient_id: patient_id?,
             }))
         }
-        K::AssignRole => build!(r, AssignRole { user_id: required, role: required }),
-        K::RevokeRole => build!(r, RevokeRole { user_id: required, role: required }),
+        K::AssignRole => build!(
+            r,
+            AssignRole {
+                user_id: required,
+                role: required
+            }
+        ),
+        K::RevokeRole => build!(
+            r,
+            RevokeRole {
+                user_id: required,
+                role: required
+            }
+        ),
         K::DeactivateUser => build!(r, DeactivateUser { user_id: required }),
-        K::RegisterEdgeNode => build!(r, RegisterEdgeNode { node_id: required, hospital_id: required, public_key: required }),
-        K::MergePatients => build!(r, MergePatients { surviving_patient_id: required, merged_patient_id: required }),
-        K::RegisterPatient => build!(r, RegisterPatient {
-            patient_id: required, name: required, birth_date: required, sex: required,
-            national_id: optional, phone: optional, region_code: optional,
-        }),
+        K::RegisterEdgeNode => build!(
+            r,
+            RegisterEdgeNode {
+                node_id: required,
+                hospital_id: required,
+                public_key: required
+            }
+        ),
+        K::MergePatients => build!(
+            r,
+            MergePatients {
+                surviving_patient_id: required,
+                merged_patient_id: required
+            }
+        ),
+        K::RegisterPatient => build!(
+            r,
+            RegisterPatient {
+                patient_id: required,
+                name: required,
+                birth_date: required,
+                sex: required,
+                national_id: optional,
+                phone: optional,
+                region_code: optional,
+            }
+        ),
         K::UpdatePatientDetails => {
             let patient_id = r.required("patient_id");
             let changes = PatientChanges {
@@ -168,44 +217,162 @@ fn read_command(
             if r.has_errors() {
                 return None;
             }
-            Some(Command::from(UpdatePatientDetails { patient_id: patient_id?, changes }))
+            Some(Command::from(UpdatePatientDetails {
+                patient_id: patient_id?,
+                changes,
+            }))
         }
-        K::RecordDiagnosis => build!(r, RecordDiagnosis {
-            patient_id: required, icd10_code: required, description: required, appointment_id: optional,
-        }),
-        K::AddMedicalNote => build!(r, AddMedicalNote { patient_id: required, note: required }),
-        K::BookAppointment => build!(r, BookAppointment {
-            appointment_id: required, patient_id: required, doctor_id: required,
-            starts_at: required, duration_minutes: required, reason: required,
-        }),
-        K::ApproveAppointment => build!(r, ApproveAppointment { appointment_id: required, reason: optional }),
-        K::RejectAppointment => build!(r, RejectAppointment { appointment_id: required, reason: optional }),
-        K::RescheduleAppointment => build!(r, RescheduleAppointment {
-            appointment_id: required, starts_at: required, duration_minutes: required,
-        }),
-        K::CancelAppointment => build!(r, CancelAppointment { appointment_id: required, reason: required }),
-        K::CompleteAppointment => build!(r, CompleteAppointment { appointment_id: required, summary: optional }),
-        K::IssuePrescription => build!(r, IssuePrescription {
-            prescription_id: required, patient_id: required, appointment_id: optional, items: list,
-        }),
-        K::DispensePrescription => build!(r, DispensePrescription { prescription_id: required }),
-        K::ReceiveStock => build!(r, ReceiveStock {
-            drug_code: required, name: required, quantity: required, batch: optional, expires_on: optional,
-        }),
-        K::AdjustStock => build!(r, AdjustStock { drug_code: required, delta: required, reason: required }),
-        K::OrderLabTest => build!(r, OrderLabTest {
-            lab_order_id: required, patient_id: required, test_code: required, appointment_id: optional,
-        }),
-        K::RecordLabResult => build!(r, RecordLabResult { lab_order_id: required, result: required, abnormal: required }),
-        K::IssueInvoice => build!(r, IssueInvoice {
-            invoice_id: required, patient_id: required, appointment_id: optional, currency: required, lines: list,
-        }),
-        K::RecordPayment => build!(r, RecordPayment { invoice_id: required, amount_cents: required, method: required }),
-        K::SubmitClaim => build!(r, SubmitClaim { claim_id: required, invoice_id: required, plan_id: required, member_id: required }),
-        K::PublishPlan => build!(r, PublishPlan {
-            plan_id: required, insurer_id: required, name: required, currency: required,
-            premium_cents: required, coverage: list,
-        }),
+        K::RecordDiagnosis => build!(
+            r,
+            RecordDiagnosis {
+                patient_id: required,
+                icd10_code: required,
+                description: required,
+                appointment_id: optional,
+            }
+        ),
+        K::AddMedicalNote => build!(
+            r,
+            AddMedicalNote {
+                patient_id: required,
+                note: required
+            }
+        ),
+        K::BookAppointment => build!(
+            r,
+            BookAppointment {
+                appointment_id: required,
+                patient_id: required,
+                doctor_id: required,
+                starts_at: required,
+                duration_minutes: required,
+                reason: required,
+            }
+        ),
+        K::ApproveAppointment => build!(
+            r,
+            ApproveAppointment {
+                appointment_id: required,
+                reason: optional
+            }
+        ),
+        K::RejectAppointment => build!(
+            r,
+            RejectAppointment {
+                appointment_id: required,
+                reason: optional
+            }
+        ),
+        K::RescheduleAppointment => build!(
+            r,
+            RescheduleAppointment {
+                appointment_id: required,
+                starts_at: required,
+                duration_minutes: required,
+            }
+        ),
+        K::CancelAppointment => build!(
+            r,
+            CancelAppointment {
+                appointment_id: required,
+                reason: required
+            }
+        ),
+        K::CompleteAppointment => build!(
+            r,
+            CompleteAppointment {
+                appointment_id: required,
+                summary: optional
+            }
+        ),
+        K::IssuePrescription => build!(
+            r,
+            IssuePrescription {
+                prescription_id: required,
+                patient_id: required,
+                appointment_id: optional,
+                items: list,
+            }
+        ),
+        K::DispensePrescription => build!(
+            r,
+            DispensePrescription {
+                prescription_id: required
+            }
+        ),
+        K::ReceiveStock => build!(
+            r,
+            ReceiveStock {
+                drug_code: required,
+                name: required,
+                quantity: required,
+                batch: optional,
+                expires_on: optional,
+            }
+        ),
+        K::AdjustStock => build!(
+            r,
+            AdjustStock {
+                drug_code: required,
+                delta: required,
+                reason: required
+            }
+        ),
+        K::OrderLabTest => build!(
+            r,
+            OrderLabTest {
+                lab_order_id: required,
+                patient_id: required,
+                test_code: required,
+                appointment_id: optional,
+            }
+        ),
+        K::RecordLabResult => build!(
+            r,
+            RecordLabResult {
+                lab_order_id: required,
+                result: required,
+                abnormal: required
+            }
+        ),
+        K::IssueInvoice => build!(
+            r,
+            IssueInvoice {
+                invoice_id: required,
+                patient_id: required,
+                appointment_id: optional,
+                currency: required,
+                lines: list,
+            }
+        ),
+        K::RecordPayment => build!(
+            r,
+            RecordPayment {
+                invoice_id: required,
+                amount_cents: required,
+                method: required
+            }
+        ),
+        K::SubmitClaim => build!(
+            r,
+            SubmitClaim {
+                claim_id: required,
+                invoice_id: required,
+                plan_id: required,
+                member_id: required
+            }
+        ),
+        K::PublishPlan => build!(
+            r,
+            PublishPlan {
+                plan_id: required,
+                insurer_id: required,
+                name: required,
+                currency: required,
+                premium_cents: required,
+                coverage: list,
+            }
+        ),
         K::UpdatePlanTerms => {
             let plan_id = r.required("plan_id");
             let premium_cents = r.optional("premium_cents");
@@ -222,8 +389,20 @@ fn read_command(
                 coverage: coverage?,
             }))
         }
-        K::ApproveClaim => build!(r, ApproveClaim { claim_id: required, approved_cents: required }),
-        K::RejectClaim => build!(r, RejectClaim { claim_id: required, reason: required }),
+        K::ApproveClaim => build!(
+            r,
+            ApproveClaim {
+                claim_id: required,
+                approved_cents: required
+            }
+        ),
+        K::RejectClaim => build!(
+            r,
+            RejectClaim {
+                claim_id: required,
+                reason: required
+            }
+        ),
     }
 }
 
@@ -261,7 +440,8 @@ fn as_str(v: &Value) -> Result<&str, String> {
 }
 
 fn as_int(v: &Value) -> Result<i64, String> {
-    v.as_i64().ok_or_else(|| "must be a whole number".to_owned())
+    v.as_i64()
+        .ok_or_else(|| "must be a whole number".to_owned())
 }
 
 macro_rules! from_str_field {
@@ -275,9 +455,29 @@ macro_rules! from_str_field {
 }
 
 from_str_field!(
-    Name, ShortText, LongText, Dose, RegionCode, NationalId, Phone, Username, DrugCode, TestCode,
-    ServiceCode, BatchNumber, MemberId, Icd10Code, Password, Currency, Timestamp, Date,
-    BirthDate, Sex, Role, PaymentMethod, NodePublicKey,
+    Name,
+    ShortText,
+    LongText,
+    Dose,
+    RegionCode,
+    NationalId,
+    Phone,
+    Username,
+    DrugCode,
+    TestCode,
+    ServiceCode,
+    BatchNumber,
+    MemberId,
+    Icd10Code,
+    Password,
+    Currency,
+    Timestamp,
+    Date,
+    BirthDate,
+    Sex,
+    Role,
+    PaymentMethod,
+    NodePublicKey,
 );
 
 macro_rules! id_field {
@@ -291,8 +491,18 @@ macro_rules! id_field {
 }
 
 id_field!(
-    HospitalId, InsurerId, UserId, NodeId, PatientId, AppointmentId, PrescriptionId, LabOrderId,
-    InvoiceId, PlanId, ClaimId, CommandId,
+    HospitalId,
+    InsurerId,
+    UserId,
+    NodeId,
+    PatientId,
+    AppointmentId,
+    PrescriptionId,
+    LabOrderId,
+    InvoiceId,
+    PlanId,
+    ClaimId,
+    CommandId,
 );
 
 macro_rules! int_field {
@@ -323,7 +533,8 @@ impl FromField for DurationMinutes {
 
 impl FromField for bool {
     fn from_field(v: &Value) -> Result<Self, String> {
-        v.as_bool().ok_or_else(|| "must be true or false".to_owned())
+        v.as_bool()
+            .ok_or_else(|| "must be true or false".to_owned())
     }
 }
 
@@ -338,7 +549,12 @@ impl FromObject for PrescriptionItem {
         let name = r.required("name");
         let dose = r.required("dose");
         let quantity = r.required("quantity");
-        Some(PrescriptionItem { drug_code: drug_code?, name: name?, dose: dose?, quantity: quantity? })
+        Some(PrescriptionItem {
+            drug_code: drug_code?,
+            name: name?,
+            dose: dose?,
+            quantity: quantity?,
+        })
     }
 }
 
@@ -347,7 +563,11 @@ impl FromObject for InvoiceLine {
         let service_code = r.required("service_code");
         let description = r.required("description");
         let amount_cents = r.required("amount_cents");
-        Some(InvoiceLine { service_code: service_code?, description: description?, amount_cents: amount_cents? })
+        Some(InvoiceLine {
+            service_code: service_code?,
+            description: description?,
+            amount_cents: amount_cents?,
+        })
     }
 }
 
@@ -356,7 +576,11 @@ impl FromObject for CoverageTerm {
         let service_code = r.required("service_code");
         let percent = r.required("percent");
         let cap_cents = r.required("cap_cents");
-        Some(CoverageTerm { service_code: service_code?, percent: percent?, cap_cents: cap_cents? })
+        Some(CoverageTerm {
+            service_code: service_code?,
+            percent: percent?,
+            cap_cents: cap_cents?,
+        })
     }
 }
 
@@ -374,7 +598,11 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(fields: Map<String, Value>, prefix: String) -> Self {
-        Self { fields, prefix, errors: Vec::new() }
+        Self {
+            fields,
+            prefix,
+            errors: Vec::new(),
+        }
     }
 
     fn path(&self, name: &str) -> String {
@@ -399,7 +627,11 @@ impl Reader {
         self.required_with(name, T::from_field)
     }
 
-    pub fn required_with<T>(&mut self, name: &str, parse: impl Fn(&Value) -> Result<T, String>) -> Option<T> {
+    pub fn required_with<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&Value) -> Result<T, String>,
+    ) -> Option<T> {
         match self.fields.remove(name) {
             None | Some(Value::Null) => {
                 self.error(name, "is required");
@@ -462,7 +694,10 @@ impl Reader {
         for (i, item) in items.into_iter().enumerate() {
             let path = format!("{}{name}[{i}].", self.prefix);
             let Value::Object(fields) = item else {
-                self.errors.push(FieldError::new(path.trim_end_matches('.'), "must be an object"));
+                self.errors.push(FieldError::new(
+                    path.trim_end_matches('.'),
+                    "must be an object",
+                ));
                 ok = false;
                 continue;
             };

@@ -166,7 +166,11 @@ impl DurationMinutes {
         if (Self::MIN..=Self::MAX).contains(&minutes) {
             Ok(Self(minutes))
         } else {
-            Err(format!("must be between {} and {} minutes", Self::MIN, Self::MAX))
+            Err(format!(
+                "must be between {} and {} minutes",
+                Self::MIN,
+                Self::MAX
+            ))
         }
     }
 
