@@ -4,4 +4,5 @@
 //! Pure: no I/O, no clock, no randomness. Ids and times arrive in the command or its metadata;
 //! signing keys are passed in.
 
+pub mod envelope;
 pub mod values;
