@@ -8,6 +8,7 @@
 //! (`BookAppointment` → [`appointment::book`]); [`decide::decide`] is the one entry point;
 //! [`permission`] says who may issue what.
 
+pub mod envelope;
 pub mod public_health;
 pub mod values;
 
