@@ -58,11 +58,13 @@
 mod canonical;
 mod chain;
 mod digest;
+mod record;
 mod strict;
 
 pub use canonical::EncodeError;
 pub use chain::{BreakReason, ChainBreak, ChainVerifier, verify_chain};
 pub use digest::{Hash, Signature};
+pub use record::Recording;
 
 use crate::values::{AggregateType, CommandId, EventId, NodeId, OrgId, Role, Timestamp, UserId};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
