@@ -13,11 +13,11 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    action: Action,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Action {
     /// Run the edge agent, command service, projectors and query API in one process.
     Up {
         /// Run the narrated demo against the system once it is up.
@@ -48,24 +48,24 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Commands => {
+    match cli.action {
+        Action::Commands => {
             print!("{}", domain::permission::describe_table());
             Ok(())
         }
-        Command::Up { .. } => not_built_yet(
+        Action::Up { .. } => not_built_yet(
             "hms up",
             "the services (edge agent, command service, projectors, query API)",
         ),
-        Command::Edge => not_built_yet("hms edge", "the edge agent"),
-        Command::Command => not_built_yet("hms command", "the command service"),
-        Command::Query => not_built_yet("hms query", "the query API"),
-        Command::Project => not_built_yet("hms project", "the projectors"),
-        Command::Token => not_built_yet("hms token", "token minting"),
-        Command::Projections => not_built_yet("hms projections", "read-model rebuilds"),
-        Command::Audit => not_built_yet("hms audit", "history verification"),
-        Command::Demo => not_built_yet("hms demo", "the demo"),
-        Command::Bench => not_built_yet("hms bench", "the benchmarks"),
+        Action::Edge => not_built_yet("hms edge", "the edge agent"),
+        Action::Command => not_built_yet("hms command", "the command service"),
+        Action::Query => not_built_yet("hms query", "the query API"),
+        Action::Project => not_built_yet("hms project", "the projectors"),
+        Action::Token => not_built_yet("hms token", "token minting"),
+        Action::Projections => not_built_yet("hms projections", "read-model rebuilds"),
+        Action::Audit => not_built_yet("hms audit", "history verification"),
+        Action::Demo => not_built_yet("hms demo", "the demo"),
+        Action::Bench => not_built_yet("hms bench", "the benchmarks"),
     }
 }
 
