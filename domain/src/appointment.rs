@@ -249,7 +249,12 @@ pub fn reschedule(
     if a.status.is_terminal() {
         return Err(wrong_state(&a, "rescheduled"));
     }
-    if a.starts_at == c.starts_at && a.duration_minutes == c.duration_minutes {
+    // After a slot conflict, moving it back to its own time is how it is rebooked once the
+    // other booking is gone; otherwise the same time is no change.
+    if a.status != AppointmentStatus::NeedsRescheduling
+        && a.starts_at == c.starts_at
+        && a.duration_minutes == c.duration_minutes
+    {
         return Err(Rejection::conflict(format!(
             "appointment {} is already at that time",
             a.appointment_id

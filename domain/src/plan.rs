@@ -81,7 +81,16 @@ pub fn update_terms(
         check_coverage(coverage)?;
     }
     let premium_cents = c.premium_cents.filter(|p| *p != plan.premium_cents);
-    let coverage = c.coverage.clone().filter(|cov| *cov != plan.coverage);
+    // The same terms in another order are no change.
+    let sorted = |cov: &[CoverageTerm]| {
+        let mut v = cov.to_vec();
+        v.sort_by(|a, b| a.service_code.cmp(&b.service_code));
+        v
+    };
+    let coverage = c
+        .coverage
+        .clone()
+        .filter(|cov| sorted(cov) != sorted(&plan.coverage));
     if premium_cents.is_none() && coverage.is_none() {
         return Err(Rejection::conflict(format!(
             "plan {} already has these terms",

@@ -59,6 +59,11 @@ pub fn register(state: Option<User>, c: &RegisterUser, ctx: &Ctx) -> Result<Vec<
                 "patient_id",
                 "is a patient of another hospital",
             )),
+            Some(p) if p.merged_into.is_some() => {
+                return Err(Rejection::conflict(format!(
+                    "patient {patient_id} was merged into another record; link the account to that one"
+                )));
+            }
             Some(_) => {}
         },
         (false, None) => {}
@@ -108,6 +113,22 @@ pub fn assign_role(
         .facts
         .org_kind(user.org_id)
         .ok_or_else(|| Rejection::not_found(AggregateType::Hospital, user.org_id))?;
+    // An account has a patient record exactly when it has the patient role.
+    match (c.role == Role::Patient, user.patient_id.is_some()) {
+        (true, false) => {
+            return Err(Rejection::invalid(
+                "role",
+                "the patient role is only for an account linked to a patient record",
+            ));
+        }
+        (false, true) => {
+            return Err(Rejection::invalid(
+                "role",
+                "a patient account holds the patient role alone",
+            ));
+        }
+        _ => {}
+    }
     let mut roles: Vec<Role> = user.roles.iter().copied().collect();
     roles.push(c.role);
     permission::check_roles(org_kind, &roles, "role").map_err(|e| Rejection::Invalid(vec![e]))?;

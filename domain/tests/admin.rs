@@ -963,3 +963,65 @@ fn a_patient_cannot_be_merged_into_a_record_that_was_merged_away() {
     f.world
         .then_refused(&f.admin, merge(survivor, merged), Refused::Conflict);
 }
+
+#[test]
+fn the_patient_role_cannot_be_assigned_to_an_account_without_a_patient_record() {
+    let mut f = Fixture::new();
+    let (admin, doctor) = (f.admin.clone(), f.doctor.user_id);
+    f.world.ok(
+        &admin,
+        RevokeRole {
+            user_id: doctor,
+            role: Role::Doctor,
+        },
+    );
+    f.world.then_refused(
+        &admin,
+        AssignRole {
+            user_id: doctor,
+            role: Role::Patient,
+        },
+        Refused::Invalid("role"),
+    );
+}
+
+#[test]
+fn a_patient_account_cannot_be_given_a_staff_role_even_after_losing_the_patient_role() {
+    let mut f = Fixture::new();
+    let (admin, patient_user) = (f.admin.clone(), f.patient_user.user_id);
+    f.world.ok(
+        &admin,
+        RevokeRole {
+            user_id: patient_user,
+            role: Role::Patient,
+        },
+    );
+    f.world.then_refused(
+        &admin,
+        AssignRole {
+            user_id: patient_user,
+            role: Role::Nurse,
+        },
+        Refused::Invalid("role"),
+    );
+}
+
+#[test]
+fn an_account_cannot_be_linked_to_a_merged_patient_record() {
+    let mut f = Fixture::new();
+    let admin = f.admin.clone();
+    f.world.ok(
+        &admin,
+        MergePatients {
+            surviving_patient_id: f.patient,
+            merged_patient_id: f.other_patient,
+        },
+    );
+    let mut cmd = new_user(
+        UserId::from_uuid(uuid(0x777)),
+        f.hospital_a,
+        &[Role::Patient],
+    );
+    cmd.patient_id = Some(f.other_patient);
+    f.world.then_refused(&admin, cmd, Refused::Conflict);
+}

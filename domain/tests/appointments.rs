@@ -1030,3 +1030,43 @@ fn a_closed_appointment_cannot_be_completed() {
             .then_refused(&f.doctor, complete(closed), Refused::Conflict);
     }
 }
+
+#[test]
+fn an_appointment_that_lost_its_slot_can_be_moved_back_to_its_time_once_the_slot_is_free() {
+    let mut f = Fixture::new();
+    let a = f.book("2026-12-01T09:00:00Z", 30);
+    let other = AppointmentId::from_uuid(uuid(0x888));
+    let (h, doctor) = (f.hospital_a, f.doctor.user_id);
+    // Centrally, another site's booking won the slot; then that booking was cancelled.
+    f.world.given([AppointmentConflictDetected {
+        appointment_id: a,
+        hospital_id: h,
+        doctor_id: doctor,
+        conflicting_appointment_id: other,
+        starts_at: at("2026-12-01T09:00:00Z"),
+        ends_at: at("2026-12-01T09:30:00Z"),
+    }
+    .into()]);
+    assert_eq!(
+        f.world.store.appointment(a).unwrap().status,
+        AppointmentStatus::NeedsRescheduling
+    );
+    let back = RescheduleAppointment {
+        appointment_id: a,
+        starts_at: at("2026-12-01T09:00:00Z"),
+        duration_minutes: minutes(30),
+    };
+    f.world.then(
+        &f.receptionist,
+        back,
+        vec![
+            AppointmentRescheduled {
+                appointment_id: a,
+                hospital_id: h,
+                starts_at: at("2026-12-01T09:00:00Z"),
+                duration_minutes: minutes(30),
+            }
+            .into(),
+        ],
+    );
+}

@@ -926,3 +926,19 @@ fn an_approved_claim_cannot_be_rejected() {
     f.world
         .then_refused(&f.insurer_x_user, reject(claim), Refused::Conflict);
 }
+
+#[test]
+fn the_same_coverage_in_another_order_is_no_change_to_a_plan() {
+    let f = Fixture::new();
+    let mut coverage = f.world.store.plan(f.plan_x).unwrap().coverage;
+    coverage.reverse();
+    f.world.then_refused(
+        &f.insurer_x_user,
+        UpdatePlanTerms {
+            plan_id: f.plan_x,
+            premium_cents: None,
+            coverage: Some(coverage),
+        },
+        Refused::Conflict,
+    );
+}
