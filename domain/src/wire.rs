@@ -543,45 +543,22 @@ pub trait FromObject: Sized {
     fn from_object(r: &mut Reader) -> Option<Self>;
 }
 
-impl FromObject for PrescriptionItem {
-    fn from_object(r: &mut Reader) -> Option<Self> {
-        let drug_code = r.required("drug_code");
-        let name = r.required("name");
-        let dose = r.required("dose");
-        let quantity = r.required("quantity");
-        Some(PrescriptionItem {
-            drug_code: drug_code?,
-            name: name?,
-            dose: dose?,
-            quantity: quantity?,
-        })
-    }
+/// Reads an object's fields (all required) into a struct, every error collected.
+macro_rules! from_object {
+    ($($ty:ident { $($field:ident),+ $(,)? })+) => {$(
+        impl FromObject for $ty {
+            fn from_object(r: &mut Reader) -> Option<Self> {
+                $(let $field = r.required(stringify!($field));)+
+                Some($ty { $($field: $field?),+ })
+            }
+        }
+    )+};
 }
 
-impl FromObject for InvoiceLine {
-    fn from_object(r: &mut Reader) -> Option<Self> {
-        let service_code = r.required("service_code");
-        let description = r.required("description");
-        let amount_cents = r.required("amount_cents");
-        Some(InvoiceLine {
-            service_code: service_code?,
-            description: description?,
-            amount_cents: amount_cents?,
-        })
-    }
-}
-
-impl FromObject for CoverageTerm {
-    fn from_object(r: &mut Reader) -> Option<Self> {
-        let service_code = r.required("service_code");
-        let percent = r.required("percent");
-        let cap_cents = r.required("cap_cents");
-        Some(CoverageTerm {
-            service_code: service_code?,
-            percent: percent?,
-            cap_cents: cap_cents?,
-        })
-    }
+from_object! {
+    PrescriptionItem { drug_code, name, dose, quantity }
+    InvoiceLine { service_code, description, amount_cents }
+    CoverageTerm { service_code, percent, cap_cents }
 }
 
 /// The longest list any command field may hold; longer lists are refused before they are read.

@@ -1009,19 +1009,12 @@ fn a_patient_account_cannot_be_given_a_staff_role_even_after_losing_the_patient_
 #[test]
 fn an_account_cannot_be_linked_to_a_merged_patient_record() {
     let mut f = Fixture::new();
-    let admin = f.admin.clone();
-    f.world.ok(
-        &admin,
-        MergePatients {
-            surviving_patient_id: f.patient,
-            merged_patient_id: f.other_patient,
-        },
-    );
+    f.merge_other_patient();
     let mut cmd = new_user(
         UserId::from_uuid(uuid(0x777)),
         f.hospital_a,
         &[Role::Patient],
     );
     cmd.patient_id = Some(f.other_patient);
-    f.world.then_refused(&admin, cmd, Refused::Conflict);
+    f.world.then_refused(&f.admin, cmd, Refused::Conflict);
 }

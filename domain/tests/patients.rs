@@ -60,19 +60,6 @@ fn note(patient_id: PatientId) -> AddMedicalNote {
     }
 }
 
-/// The fixture's `other_patient` merged into its `patient` by the system admin.
-fn merge_other_patient(f: &mut Fixture) -> PatientId {
-    let (admin, surviving, merged) = (f.admin.clone(), f.patient, f.other_patient);
-    f.world.ok(
-        &admin,
-        MergePatients {
-            surviving_patient_id: surviving,
-            merged_patient_id: merged,
-        },
-    );
-    merged
-}
-
 // --- RegisterPatient -------------------------------------------------------------------------
 
 #[test]
@@ -323,7 +310,8 @@ fn updating_an_unknown_patient_is_not_found() {
 #[test]
 fn a_merged_patient_cannot_be_updated() {
     let mut f = Fixture::new();
-    let merged = merge_other_patient(&mut f);
+    f.merge_other_patient();
+    let merged = f.other_patient;
 
     let refusal = f
         .world
@@ -474,7 +462,8 @@ fn a_diagnosis_for_an_unknown_patient_is_not_found() {
 #[test]
 fn a_diagnosis_for_a_merged_patient_is_a_conflict() {
     let mut f = Fixture::new();
-    let merged = merge_other_patient(&mut f);
+    f.merge_other_patient();
+    let merged = f.other_patient;
 
     f.world
         .then_refused(&f.doctor, diagnosis(merged, None), Refused::Conflict);
@@ -583,7 +572,8 @@ fn a_note_for_an_unknown_patient_is_not_found() {
 #[test]
 fn a_note_for_a_merged_patient_is_a_conflict() {
     let mut f = Fixture::new();
-    let merged = merge_other_patient(&mut f);
+    f.merge_other_patient();
+    let merged = f.other_patient;
 
     f.world
         .then_refused(&f.nurse, note(merged), Refused::Conflict);

@@ -170,14 +170,7 @@ fn a_prescription_for_an_unknown_patient_is_not_found() {
 #[test]
 fn a_prescription_for_a_merged_patient_is_a_conflict() {
     let mut f = Fixture::new();
-    let admin = f.admin.clone();
-    f.world.ok(
-        &admin,
-        MergePatients {
-            surviving_patient_id: f.patient,
-            merged_patient_id: f.other_patient,
-        },
-    );
+    f.merge_other_patient();
     let id = new_prescription(&mut f);
 
     f.world.then_refused(

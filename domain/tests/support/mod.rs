@@ -440,6 +440,18 @@ impl Fixture {
         id
     }
 
+    /// The admin merges `other_patient` into `patient` (a duplicate record found later).
+    pub fn merge_other_patient(&mut self) {
+        let admin = self.admin.clone();
+        self.world.ok(
+            &admin,
+            MergePatients {
+                surviving_patient_id: self.patient,
+                merged_patient_id: self.other_patient,
+            },
+        );
+    }
+
     /// Stock of a drug received by the pharmacist of hospital A.
     pub fn stock(&mut self, code: &str, quantity: i64) {
         let pharmacist = self.pharmacist.clone();
