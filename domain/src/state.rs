@@ -79,23 +79,3 @@ pub fn fold<'a>(
         .into_iter()
         .fold(None, |state, (event, stamp)| evolve(state, event, stamp))
 }
-
-impl AggregateState {
-    /// The organisation that owns the aggregate.
-    pub fn org_id(&self) -> OrgId {
-        match self {
-            AggregateState::Hospital(s) => s.hospital_id.into(),
-            AggregateState::Insurer(s) => s.insurer_id.into(),
-            AggregateState::User(s) => s.org_id,
-            AggregateState::EdgeNode(s) => s.hospital_id.into(),
-            AggregateState::Patient(s) => s.hospital_id.into(),
-            AggregateState::Appointment(s) => s.hospital_id.into(),
-            AggregateState::Prescription(s) => s.hospital_id.into(),
-            AggregateState::StockItem(s) => s.hospital_id.into(),
-            AggregateState::LabOrder(s) => s.hospital_id.into(),
-            AggregateState::Invoice(s) => s.hospital_id.into(),
-            AggregateState::Plan(s) => s.insurer_id.into(),
-            AggregateState::Claim(s) => s.hospital_id.into(),
-        }
-    }
-}

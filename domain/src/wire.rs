@@ -39,16 +39,19 @@ pub struct ParsedCommand {
 /// Reads just the `command_id` and `type` of a body, so a service can answer a repeated
 /// `command_id` before doing any costly work (such as hashing a password).
 pub fn peek(body: &Value) -> Result<(CommandId, CommandKind), ParseError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ParseError::Malformed("the body must be a JSON object".to_owned()))?;
+    let obj = command_object(body)?;
     let kind = command_kind(obj)?;
     let command_id = match obj.get("command_id") {
-        Some(Value::String(s)) => s.parse::<CommandId>().ok(),
-        _ => None,
+        None | Some(Value::Null) => Err("is required".to_owned()),
+        Some(v) => CommandId::from_field(v),
     }
-    .ok_or_else(|| ParseError::Invalid(vec![FieldError::new("command_id", "must be a UUID")]))?;
+    .map_err(|message| ParseError::Invalid(vec![FieldError::new("command_id", message)]))?;
     Ok((command_id, kind))
+}
+
+fn command_object(body: &Value) -> Result<&Map<String, Value>, ParseError> {
+    body.as_object()
+        .ok_or_else(|| ParseError::Malformed("the body must be a JSON object".to_owned()))
 }
 
 fn command_kind(obj: &Map<String, Value>) -> Result<CommandKind, ParseError> {
@@ -81,9 +84,7 @@ pub fn parse_command(
     body: &Value,
     hash_password: &mut dyn FnMut(&Password) -> PasswordHash,
 ) -> Result<ParsedCommand, ParseError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ParseError::Malformed("the body must be a JSON object".to_owned()))?;
+    let obj = command_object(body)?;
     let kind = command_kind(obj)?;
     let mut fields = obj.clone();
     fields.remove("type");
