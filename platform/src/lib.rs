@@ -1,0 +1,7 @@
+//! Infrastructure every service shares and that is not domain: the JWT key files
+//! ([`keys`]), access tokens ([`token`]) and the `application/problem+json` error body
+//! ([`problem`]). It does I/O (files, clock) so the domain can stay pure.
+
+pub mod keys;
+pub mod problem;
+pub mod token;
