@@ -2,8 +2,13 @@
 //! together (`hms up`), and the operator tools. `main` only parses the command line and
 //! dispatches; each service crate owns its own `run`.
 
-use anyhow::{Result, bail};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use domain::values::{OrgId, PatientId, Role, UserId};
+use platform::keys::resolve_jwt_keys;
+use platform::token::{Claims, unix_now};
+use std::path::PathBuf;
+use uuid::Uuid;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,8 +37,8 @@ enum Action {
     Query,
     /// Run the projectors that build the read models.
     Project,
-    /// Print a signed development access token.
-    Token,
+    /// Print a signed access token (for scripts and tests) made with the configured private key.
+    Token(TokenArgs),
     /// Rebuild read models from the history.
     Projections,
     /// Verify or replay the whole history.
@@ -44,6 +49,58 @@ enum Action {
     Bench,
     /// List the commands the domain decides, with the roles that may issue each.
     Commands,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The user the token speaks for.
+    #[arg(long, value_name = "UUID")]
+    sub: UserId,
+    /// The user's organisation (the nil UUID is the system itself).
+    #[arg(long, value_name = "UUID", value_parser = parse_org)]
+    org: OrgId,
+    /// A role of CONTRACT.md; repeat or list several.
+    #[arg(long = "role", value_name = "ROLE", required = true, num_args = 1.., value_parser = Role::parse)]
+    roles: Vec<Role>,
+    /// For a patient's own account: the record it may see and act on.
+    #[arg(long, value_name = "UUID")]
+    patient: Option<PatientId>,
+    /// Seconds until the token expires; negative makes one that has already expired.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 900,
+        allow_negative_numbers = true
+    )]
+    ttl: i64,
+    #[command(flatten)]
+    keys: JwtKeyArgs,
+}
+
+/// Where the token keys are (CONTRACT.md, "Processes, ports, configuration").
+#[derive(Debug, Args)]
+struct JwtKeyArgs {
+    /// The private key (PKCS#8 PEM); by default a pair in the data directory, made on first use.
+    #[arg(long, env = "HMS_JWT_PRIVATE_KEY", value_name = "PEM")]
+    jwt_private_key: Option<PathBuf>,
+    /// The public key (SPKI PEM).
+    #[arg(long, env = "HMS_JWT_PUBLIC_KEY", value_name = "PEM")]
+    jwt_public_key: Option<PathBuf>,
+    /// Where local state lives.
+    #[arg(
+        long,
+        env = "HMS_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./data"
+    )]
+    data_dir: PathBuf,
+}
+
+/// Unlike `OrgId`'s own parser, this takes the nil UUID: it is the system organisation.
+fn parse_org(s: &str) -> Result<OrgId, String> {
+    Uuid::parse_str(s)
+        .map(OrgId::from_uuid)
+        .map_err(|_| "must be a UUID".to_owned())
 }
 
 fn main() -> Result<()> {
@@ -61,12 +118,37 @@ fn main() -> Result<()> {
         Action::Command => not_built_yet("hms command", "the command service"),
         Action::Query => not_built_yet("hms query", "the query API"),
         Action::Project => not_built_yet("hms project", "the projectors"),
-        Action::Token => not_built_yet("hms token", "token minting"),
+        Action::Token(args) => mint_token(args),
         Action::Projections => not_built_yet("hms projections", "read-model rebuilds"),
         Action::Audit => not_built_yet("hms audit", "history verification"),
         Action::Demo => not_built_yet("hms demo", "the demo"),
         Action::Bench => not_built_yet("hms bench", "the benchmarks"),
     }
+}
+
+fn mint_token(args: TokenArgs) -> Result<()> {
+    let keys = &args.keys;
+    let files = resolve_jwt_keys(
+        keys.jwt_private_key.as_deref(),
+        keys.jwt_public_key.as_deref(),
+        &keys.data_dir,
+    )
+    .context("resolving the token keys")?;
+    let signer = files
+        .load()
+        .context("reading the token keys")?
+        .signer()
+        .context("`hms token` needs the private key: HMS_JWT_PUBLIC_KEY is set without HMS_JWT_PRIVATE_KEY")?;
+    let claims = Claims::new(
+        args.sub,
+        args.org,
+        args.roles,
+        args.patient,
+        args.ttl,
+        unix_now(),
+    );
+    println!("{}", signer.mint(&claims));
+    Ok(())
 }
 
 /// The subcommands exist so the shape of the system is visible, but a service that is not built

@@ -1,5 +1,10 @@
 //! The `hms` binary as a user runs it.
 
+use domain::values::Role;
+use platform::token::{TokenError, TokenVerifier};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 fn hms(args: &[&str]) -> std::process::Output {
@@ -38,4 +43,149 @@ fn an_unknown_subcommand_is_refused_with_usage() {
     let out = hms(&["teleport"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("Usage"));
+}
+
+/// `hms token` with its keys in `data_dir` and nothing else configured.
+fn hms_token(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hms"))
+        .arg("token")
+        .args(args)
+        .env("HMS_DATA_DIR", data_dir)
+        .env_remove("HMS_JWT_PRIVATE_KEY")
+        .env_remove("HMS_JWT_PUBLIC_KEY")
+        .output()
+        .expect("the hms binary runs")
+}
+
+fn verifier(data_dir: &Path) -> TokenVerifier {
+    TokenVerifier::from_pem(&fs::read(data_dir.join("jwt_public.pem")).unwrap()).unwrap()
+}
+
+const SUB: &str = "0190f5d4-7a1b-7c3d-8e4f-5a6b7c8d9e0f";
+const ORG: &str = "0190f5d4-7a1b-7c3d-8e4f-000000000001";
+
+#[test]
+fn hms_token_prints_a_token_the_public_key_verifies_and_keeps_its_private_key_0600() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let out = hms_token(
+        &data_dir,
+        &[
+            "--sub",
+            SUB,
+            "--org",
+            ORG,
+            "--role",
+            "doctor",
+            "--role",
+            "lab_technician",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "only the token: {stdout}");
+
+    let private = data_dir.join("jwt_private.pem");
+    assert_eq!(
+        fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let claims = verifier(&data_dir).verify(stdout.trim()).unwrap();
+    assert_eq!(claims.sub.to_string(), SUB);
+    assert_eq!(claims.org_id.to_string(), ORG);
+    assert_eq!(claims.roles, vec![Role::Doctor, Role::LabTechnician]);
+    assert_eq!(claims.patient_id, None);
+    assert_eq!(claims.exp - claims.iat, 900, "the default lifetime");
+
+    // The pair is made once: a second token verifies with the same public key.
+    let patient = "0190f5d4-7a1b-7c3d-8e4f-000000000002";
+    let out = hms_token(
+        &data_dir,
+        &[
+            "--sub",
+            SUB,
+            "--org",
+            ORG,
+            "--role",
+            "patient",
+            "--patient",
+            patient,
+        ],
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = verifier(&data_dir).verify(token.trim()).unwrap();
+    assert_eq!(claims.patient_id.unwrap().to_string(), patient);
+}
+
+#[test]
+fn hms_token_with_a_negative_ttl_makes_a_token_that_is_refused_as_expired() {
+    let data = tempfile::tempdir().unwrap();
+    for ttl in [&["--ttl=-120"][..], &["--ttl", "-120"]] {
+        let args: Vec<&str> = ["--sub", SUB, "--org", ORG, "--role", "nurse"]
+            .into_iter()
+            .chain(ttl.iter().copied())
+            .collect();
+        let out = hms_token(data.path(), &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            verifier(data.path()).verify(token.trim()),
+            Err(TokenError::Expired)
+        );
+    }
+}
+
+#[test]
+fn hms_token_refuses_an_unknown_role_or_a_bad_uuid_and_prints_no_token() {
+    let data = tempfile::tempdir().unwrap();
+    let out = hms_token(
+        data.path(),
+        &["--sub", SUB, "--org", ORG, "--role", "wizard"],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("wizard") && err.contains("lab_technician"),
+        "{err}"
+    );
+
+    let out = hms_token(
+        data.path(),
+        &["--sub", "nobody", "--org", ORG, "--role", "admin"],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--sub") && err.contains("must be a UUID"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hms_token_uses_a_configured_private_key_and_never_makes_one() {
+    let data = tempfile::tempdir().unwrap();
+    let missing = data.path().join("configured.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_hms"))
+        .args(["token", "--sub", SUB, "--org", ORG, "--role", "admin"])
+        .env("HMS_DATA_DIR", data.path())
+        .env("HMS_JWT_PRIVATE_KEY", &missing)
+        .env_remove("HMS_JWT_PUBLIC_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("configured.pem"), "{err}");
+    assert!(!missing.exists());
+    assert!(!data.path().join("jwt_private.pem").exists());
 }
