@@ -2,6 +2,9 @@
 //! together (`hms up`), and the operator tools. `main` only parses the command line and
 //! dispatches; each service crate owns its own `run`.
 
+mod bench;
+mod edge_cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use domain::values::{OrgId, PatientId, Role, UserId};
@@ -29,8 +32,8 @@ enum Action {
         #[arg(long)]
         demo: bool,
     },
-    /// Run the staff-facing edge agent of one site.
-    Edge,
+    /// Run the staff-facing edge agent of one site (or one of its tools).
+    Edge(edge_cli::EdgeArgs),
     /// Run the central command service.
     Command,
     /// Run the query API.
@@ -45,8 +48,8 @@ enum Action {
     Audit,
     /// A narrated tour of the whole system against the running services.
     Demo,
-    /// Run a benchmark.
-    Bench,
+    /// Run a benchmark: each prints its figures beside the raw limit measured in the same run.
+    Bench(bench::BenchArgs),
     /// List the commands the domain decides, with the roles that may issue each.
     Commands,
 }
@@ -105,6 +108,7 @@ fn parse_org(s: &str) -> Result<OrgId, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    init_logging();
     match cli.action {
         Action::Commands => {
             print!("{}", domain::permission::describe_table());
@@ -114,7 +118,7 @@ fn main() -> Result<()> {
             "hms up",
             "the services (edge agent, command service, projectors, query API)",
         ),
-        Action::Edge => not_built_yet("hms edge", "the edge agent"),
+        Action::Edge(args) => edge_cli::run(args),
         Action::Command => not_built_yet("hms command", "the command service"),
         Action::Query => not_built_yet("hms query", "the query API"),
         Action::Project => not_built_yet("hms project", "the projectors"),
@@ -122,7 +126,7 @@ fn main() -> Result<()> {
         Action::Projections => not_built_yet("hms projections", "read-model rebuilds"),
         Action::Audit => not_built_yet("hms audit", "history verification"),
         Action::Demo => not_built_yet("hms demo", "the demo"),
-        Action::Bench => not_built_yet("hms bench", "the benchmarks"),
+        Action::Bench(args) => bench::run(args),
     }
 }
 
@@ -158,4 +162,34 @@ fn not_built_yet(command: &str, what: &str) -> Result<()> {
         "`{command}`: {what} not built yet. What exists today is the domain: \
          `hms commands` lists every command it decides, and `cargo test --workspace` runs its tests."
     )
+}
+
+/// Logs go to stderr, `info` and above unless `RUST_LOG` says otherwise (for example
+/// `RUST_LOG=edge_agent=debug` for one line per command).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on SIGTERM or Ctrl-C: the services then finish what is in flight and stop.
+pub(crate) async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+    }
 }

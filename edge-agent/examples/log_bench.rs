@@ -9,7 +9,7 @@ use domain::envelope;
 use domain::event::{Event, PatientRegistered};
 use domain::values::*;
 use ed25519_dalek::SigningKey;
-use edge_agent::log::{Append, EventLog};
+use edge_agent::log::{Append, EventLog, Identity};
 use rusqlite::{Connection, params};
 use std::time::Instant;
 use uuid::Uuid;
@@ -53,14 +53,17 @@ fn main() {
     // The log: one event per command, `batch` commands per append (one transaction each), each
     // event sealed into the chain and signed.
     let log_rate = {
-        let node = NodeId::from_uuid(Uuid::from_u128(0xED6E));
+        let hospital = HospitalId::from_uuid(Uuid::from_u128(0xA));
+        let identity = Identity {
+            node_id: NodeId::from_uuid(Uuid::from_u128(0xED6E)),
+            hospital_id: hospital,
+        };
         let mut log = EventLog::open(
             &dir.path().join("edge.sqlite"),
-            node,
+            identity,
             SigningKey::from_bytes(&[5; 32]),
         )
         .unwrap();
-        let hospital = HospitalId::from_uuid(Uuid::from_u128(0xA));
         let actor = envelope::Actor {
             user_id: UserId::from_uuid(Uuid::from_u128(7)),
             role: Role::Receptionist,
@@ -72,16 +75,19 @@ fn main() {
                 correlation_id: Uuid::from_u128(0xC000_0000 + n),
                 actor,
                 occurred_at: at,
-                events: vec![Event::from(PatientRegistered {
-                    patient_id: PatientId::from_uuid(Uuid::from_u128(0x9000_0000 + n)),
-                    hospital_id: hospital,
-                    name: Name::parse("Amina Otieno").unwrap(),
-                    birth_date: BirthDate::parse("1984-03-12").unwrap(),
-                    sex: Sex::Female,
-                    national_id: Some(NationalId::parse(&format!("KE-{n:08}")).unwrap()),
-                    phone: Some(Phone::parse("+254712345678").unwrap()),
-                    region_code: Some(RegionCode::parse("KE-30").unwrap()),
-                })],
+                events: vec![
+                    Event::from(PatientRegistered {
+                        patient_id: PatientId::from_uuid(Uuid::from_u128(0x9000_0000 + n)),
+                        hospital_id: hospital,
+                        name: Name::parse("Amina Otieno").unwrap(),
+                        birth_date: BirthDate::parse("1984-03-12").unwrap(),
+                        sex: Sex::Female,
+                        national_id: Some(NationalId::parse(&format!("KE-{n:08}")).unwrap()),
+                        phone: Some(Phone::parse("+254712345678").unwrap()),
+                        region_code: Some(RegionCode::parse("KE-30").unwrap()),
+                    })
+                    .into(),
+                ],
             })
             .collect();
         let start = Instant::now();

@@ -10,10 +10,18 @@
 //! - a command is recorded once: its result is kept by `command_id`, and the same id again gets
 //!   the first result with nothing recorded;
 //! - a log that was tampered with or damaged is refused at start, naming the first bad event.
+//!
+//! Besides its own chain the file keeps what this node learnt from elsewhere (`inbound`: central
+//! reference data and, with sync, other nodes' events of its hospital) and the local read views
+//! ([`crate::views`]), each written in the same transaction as the events they come from. Every
+//! event, own or inbound, takes the next local `position`: an aggregate's state is the fold of
+//! its events in that order.
 
+use crate::views;
 use domain::envelope::{self, Envelope, EnvelopeDraft, Hash, Origin, Recording};
 use domain::event::Event;
-use domain::values::{CommandId, EventId, NodeId, NodePublicKey, Timestamp};
+use domain::state::AggregateState;
+use domain::values::{CommandId, EventId, HospitalId, NodeId, NodePublicKey, Timestamp};
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
@@ -25,11 +33,13 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS node (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     node_id TEXT NOT NULL,
+    hospital_id TEXT NOT NULL,
     public_key TEXT NOT NULL
 );
 -- The events this node recorded, in its own order.
 CREATE TABLE IF NOT EXISTS events (
     node_seq INTEGER PRIMARY KEY,
+    position INTEGER NOT NULL UNIQUE,
     event_id TEXT NOT NULL UNIQUE,
     aggregate_type TEXT NOT NULL,
     aggregate_id TEXT NOT NULL,
@@ -39,6 +49,20 @@ CREATE TABLE IF NOT EXISTS events (
     envelope TEXT NOT NULL,
     UNIQUE (aggregate_id, aggregate_version)
 );
+-- Events recorded by other nodes (the command service, other edges), as they were sealed.
+CREATE TABLE IF NOT EXISTS inbound (
+    position INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    origin_node TEXT NOT NULL,
+    origin_seq INTEGER NOT NULL,
+    aggregate_type TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    aggregate_version INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    UNIQUE (origin_node, origin_seq)
+);
+CREATE INDEX IF NOT EXISTS inbound_by_aggregate ON inbound (aggregate_id, aggregate_version);
 -- What each command answered, for idempotent retries.
 CREATE TABLE IF NOT EXISTS commands (
     command_id TEXT PRIMARY KEY,
@@ -56,11 +80,11 @@ pub enum LogError {
     },
     #[error("event log {path} could not be put in WAL mode (it reports {mode:?})")]
     NotWal { path: String, mode: String },
-    #[error("event log {path} belongs to node {found}, not to this node {expected}")]
+    #[error("event log {path} belongs to {found}, not to {expected}")]
     WrongNode {
         path: String,
         found: String,
-        expected: NodeId,
+        expected: String,
     },
     #[error("event log {path} is damaged: {detail}")]
     Damaged { path: String, detail: String },
@@ -86,6 +110,32 @@ pub struct CommandResult {
     pub events: Vec<RecordedEvent>,
 }
 
+/// Who this node is and whose: kept in the log from its first start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub node_id: NodeId,
+    pub hospital_id: HospitalId,
+}
+
+/// One decided event: its id (made before recording, so the decider's batch can fold it) and
+/// the state of its aggregate after it, which the read views are written from.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    pub event_id: EventId,
+    pub event: Event,
+    pub state_after: Option<AggregateState>,
+}
+
+impl From<Event> for Decided {
+    fn from(event: Event) -> Self {
+        Decided {
+            event_id: EventId::from_uuid(Uuid::now_v7()),
+            event,
+            state_after: None,
+        }
+    }
+}
+
 /// One command's decided events, to be recorded.
 #[derive(Clone, Debug)]
 pub struct Append {
@@ -93,7 +143,15 @@ pub struct Append {
     pub correlation_id: Uuid,
     pub actor: envelope::Actor,
     pub occurred_at: Timestamp,
-    pub events: Vec<Event>,
+    pub events: Vec<Decided>,
+}
+
+/// An event another node recorded, with the state of its aggregate after it here.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub envelope: Envelope,
+    pub event: Event,
+    pub state_after: Option<AggregateState>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,18 +165,20 @@ pub enum Outcome {
 pub struct EventLog {
     conn: Connection,
     path: String,
-    node_id: NodeId,
+    identity: Identity,
     key: SigningKey,
     /// The `node_seq` of the last event recorded (0 for an empty log).
     last_seq: u64,
     last_hash: Hash,
+    /// The local position of the last event stored, own or inbound.
+    last_position: u64,
 }
 
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLog")
             .field("path", &self.path)
-            .field("node_id", &self.node_id)
+            .field("identity", &self.identity)
             .field("last_seq", &self.last_seq)
             .finish_non_exhaustive()
     }
@@ -128,13 +188,16 @@ impl EventLog {
     /// Opens (or creates) the log of this node. The last event is checked against the node's
     /// key and the sequence for gaps, so a damaged log is refused at once; [`EventLog::verify`]
     /// checks the whole chain.
-    pub fn open(path: &Path, node_id: NodeId, key: SigningKey) -> Result<EventLog, LogError> {
+    pub fn open(path: &Path, identity: Identity, key: SigningKey) -> Result<EventLog, LogError> {
         let path_text = path.display().to_string();
         let sql = |source| LogError::Sqlite {
             path: path_text.clone(),
             source,
         };
         let conn = Connection::open(path).map_err(sql)?;
+        // A second connection (a reader) may hold the file briefly: wait rather than fail.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(sql)?;
@@ -147,40 +210,115 @@ impl EventLog {
         conn.execute_batch("PRAGMA synchronous = FULL;")
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch(views::SCHEMA).map_err(sql)?;
 
         let public_key = NodePublicKey::from_verifying_key(&key.verifying_key()).to_base64();
-        let owner: Option<String> = conn
-            .query_row("SELECT node_id FROM node WHERE id = 1", [], |r| r.get(0))
+        let owner: Option<(String, String, String)> = conn
+            .query_row(
+                "SELECT node_id, hospital_id, public_key FROM node WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()
             .map_err(sql)?;
+        let describe = |node: &str, hospital: &str, key: &str| {
+            format!("node {node} of hospital {hospital} (public key {key})")
+        };
         match owner {
             None => {
                 conn.execute(
-                    "INSERT INTO node (id, node_id, public_key) VALUES (1, ?1, ?2)",
-                    params![node_id.to_string(), public_key],
+                    "INSERT INTO node (id, node_id, hospital_id, public_key) VALUES (1, ?1, ?2, ?3)",
+                    params![
+                        identity.node_id.to_string(),
+                        identity.hospital_id.to_string(),
+                        public_key
+                    ],
                 )
                 .map_err(sql)?;
             }
-            Some(found) if found != node_id.to_string() => {
+            Some((node, hospital, key))
+                if node != identity.node_id.to_string()
+                    || hospital != identity.hospital_id.to_string()
+                    || key != public_key =>
+            {
                 return Err(LogError::WrongNode {
                     path: path_text,
-                    found,
-                    expected: node_id,
+                    found: describe(&node, &hospital, &key),
+                    expected: describe(
+                        &identity.node_id.to_string(),
+                        &identity.hospital_id.to_string(),
+                        &public_key,
+                    ),
                 });
             }
             Some(_) => {}
         }
 
+        let last_position: i64 = conn
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(position) FROM events), 0), \
+                 COALESCE((SELECT MAX(position) FROM inbound), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
         let mut log = EventLog {
             conn,
             path: path_text,
-            node_id,
+            identity,
             key,
             last_seq: 0,
             last_hash: Hash::GENESIS,
+            last_position: last_position as u64,
         };
         log.check_tail()?;
         Ok(log)
+    }
+
+    /// The identity kept in a log file, if the file exists and holds one: read before opening,
+    /// so that an edge keeps the identity it was given on its first start.
+    pub fn stored_identity(path: &Path) -> Result<Option<Identity>, LogError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let path_text = path.display().to_string();
+        let sql = |source| LogError::Sqlite {
+            path: path_text.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sql)?;
+        let has_table: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'node')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        if !has_table {
+            return Ok(None);
+        }
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT node_id, hospital_id FROM node WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        let Some((node, hospital)) = row else {
+            return Ok(None);
+        };
+        let parse = |text: &str| {
+            Uuid::parse_str(text).map_err(|e| LogError::Damaged {
+                path: path_text.clone(),
+                detail: format!("the node identity {text:?} is not a UUID: {e}"),
+            })
+        };
+        Ok(Some(Identity {
+            node_id: NodeId::from_uuid(parse(&node)?),
+            hospital_id: HospitalId::from_uuid(parse(&hospital)?),
+        }))
     }
 
     fn sql(&self, source: rusqlite::Error) -> LogError {
@@ -231,7 +369,7 @@ impl EventLog {
                 last.event_id
             ))
         })?;
-        if last.origin.node_id != self.node_id || last.origin.node_seq != max {
+        if last.origin.node_id != self.identity.node_id || last.origin.node_seq != max {
             return Err(self.damaged(format!(
                 "the row at node_seq {max} holds event {} of node {} at node_seq {}",
                 last.event_id, last.origin.node_id, last.origin.node_seq
@@ -243,32 +381,18 @@ impl EventLog {
     }
 
     fn parse_row(&self, node_seq: u64, text: &str) -> Result<Envelope, LogError> {
-        serde_json::from_str(text).map_err(|e| {
-            self.damaged(format!(
-                "the event at node_seq {node_seq} is not a readable envelope: {e}"
-            ))
-        })
+        parse_row(&self.path, node_seq, text)
     }
 
     /// Checks the whole chain from the first event: sequence, links, hashes and signatures.
     /// Returns the number of events.
     pub fn verify(&self) -> Result<u64, LogError> {
-        let mut verifier = envelope::ChainVerifier::new(self.node_id, self.key.verifying_key());
-        let mut stmt = self
-            .conn
-            .prepare("SELECT node_seq, envelope FROM events ORDER BY node_seq")
-            .map_err(|e| self.sql(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.sql(e))?;
-        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
-            let node_seq: i64 = row.get(0).map_err(|e| self.sql(e))?;
-            let node_seq = node_seq as u64;
-            let text: String = row.get(1).map_err(|e| self.sql(e))?;
-            let event = self.parse_row(node_seq, &text)?;
-            verifier
-                .push(&event)
-                .map_err(|b| LogError::ChainBroken(b, self.path.clone()))?;
-        }
-        Ok(verifier.last_node_seq())
+        verify_chain(
+            &self.conn,
+            &self.path,
+            self.identity.node_id,
+            self.key.verifying_key(),
+        )
     }
 
     /// The `node_seq` of the last event recorded.
@@ -276,8 +400,18 @@ impl EventLog {
         self.last_seq
     }
 
-    pub fn node_id(&self) -> NodeId {
-        self.node_id
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// The key that verifies this node's events.
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The connection, for the read views' queries on the writer's side.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// The first result of a command already recorded.
@@ -298,13 +432,15 @@ impl EventLog {
         .transpose()
     }
 
-    /// An aggregate's events in version order (to fold its state on a cache miss).
+    /// An aggregate's events, own and inbound, in the order they were stored here (to fold its
+    /// state on a cache miss). Reads only that aggregate's rows, by index.
     pub fn aggregate_events(&self, aggregate_id: Uuid) -> Result<Vec<Envelope>, LogError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT node_seq, envelope FROM events WHERE aggregate_id = ?1 \
-                 ORDER BY aggregate_version",
+                "SELECT position, envelope FROM events WHERE aggregate_id = ?1 \
+                 UNION ALL SELECT position, envelope FROM inbound WHERE aggregate_id = ?1 \
+                 ORDER BY 1",
             )
             .map_err(|e| self.sql(e))?;
         let rows: Vec<(i64, String)> = stmt
@@ -327,6 +463,7 @@ impl EventLog {
             source,
         };
         let tx = self.conn.transaction().map_err(sql)?;
+        let mut position = self.last_position;
         let mut seq = self.last_seq;
         let mut prev_hash = self.last_hash;
         let mut versions: HashMap<Uuid, u64> = HashMap::new();
@@ -338,14 +475,16 @@ impl EventLog {
                 .map_err(sql)?;
             let mut max_version = tx
                 .prepare_cached(
-                    "SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_id = ?1",
+                    "SELECT MAX(COALESCE((SELECT MAX(aggregate_version) FROM events \
+                     WHERE aggregate_id = ?1), 0), COALESCE((SELECT MAX(aggregate_version) \
+                     FROM inbound WHERE aggregate_id = ?1), 0))",
                 )
                 .map_err(sql)?;
             let mut insert_event = tx
                 .prepare_cached(
-                    "INSERT INTO events (node_seq, event_id, aggregate_type, aggregate_id, \
-                     aggregate_version, event_type, command_id, envelope) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO events (node_seq, position, event_id, aggregate_type, \
+                     aggregate_id, aggregate_version, event_type, command_id, envelope) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(sql)?;
             let mut insert_result = tx
@@ -370,7 +509,8 @@ impl EventLog {
                     continue;
                 }
                 let mut recorded = Vec::with_capacity(append.events.len());
-                for event in &append.events {
+                for decided in &append.events {
+                    let event = &decided.event;
                     let aggregate = event.aggregate();
                     let version = match versions.get(&aggregate.id) {
                         Some(v) => v + 1,
@@ -383,15 +523,16 @@ impl EventLog {
                     };
                     versions.insert(aggregate.id, version);
                     seq += 1;
+                    position += 1;
                     let sealed = EnvelopeDraft::new(
                         event,
                         Recording {
-                            event_id: EventId::from_uuid(Uuid::now_v7()),
+                            event_id: decided.event_id,
                             aggregate_version: version,
                             occurred_at: append.occurred_at,
                             actor: append.actor,
                             origin: Origin {
-                                node_id: self.node_id,
+                                node_id: self.identity.node_id,
                                 node_seq: seq,
                             },
                             command_id: append.command_id,
@@ -406,6 +547,7 @@ impl EventLog {
                     insert_event
                         .execute(params![
                             seq as i64,
+                            position as i64,
                             sealed.event_id.to_string(),
                             sealed.aggregate_type.as_str(),
                             aggregate.id.to_string(),
@@ -414,6 +556,8 @@ impl EventLog {
                             append.command_id.to_string(),
                             text,
                         ])
+                        .map_err(sql)?;
+                    views::apply(&tx, position, &sealed, event, decided.state_after.as_ref())
                         .map_err(sql)?;
                     recorded.push(RecordedEvent {
                         event_id: sealed.event_id,
@@ -440,6 +584,119 @@ impl EventLog {
         // Only a committed batch moves the chain forward.
         self.last_seq = seq;
         self.last_hash = prev_hash;
+        self.last_position = position;
         Ok(outcomes)
     }
+
+    /// Whether an event recorded elsewhere is already here.
+    pub fn has_inbound(&self, event_id: EventId) -> Result<bool, LogError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM inbound WHERE event_id = ?1)")
+            .and_then(|mut s| s.query_row([event_id.to_string()], |r| r.get(0)))
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Stores events other nodes recorded, in one transaction, with the read views they
+    /// change. An event already here is skipped. Returns how many were new.
+    pub fn record_inbound(&mut self, events: &[Inbound]) -> Result<usize, LogError> {
+        let path = self.path.clone();
+        let sql = |source| LogError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut position = self.last_position;
+        let mut stored = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO inbound (position, event_id, origin_node, origin_seq, \
+                     aggregate_type, aggregate_id, aggregate_version, event_type, envelope) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(sql)?;
+            for inbound in events {
+                let env = &inbound.envelope;
+                let text = serde_json::to_string(env).expect("an envelope serialises");
+                let inserted = insert
+                    .execute(params![
+                        (position + 1) as i64,
+                        env.event_id.to_string(),
+                        env.origin.node_id.to_string(),
+                        env.origin.node_seq as i64,
+                        env.aggregate_type.as_str(),
+                        env.aggregate_id.to_string(),
+                        env.aggregate_version as i64,
+                        env.event_type,
+                        text,
+                    ])
+                    .map_err(sql)?;
+                if inserted == 0 {
+                    continue;
+                }
+                position += 1;
+                stored += 1;
+                views::apply(
+                    &tx,
+                    position,
+                    env,
+                    &inbound.event,
+                    inbound.state_after.as_ref(),
+                )
+                .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)?;
+        self.last_position = position;
+        Ok(stored)
+    }
+}
+
+fn parse_row(path: &str, node_seq: u64, text: &str) -> Result<Envelope, LogError> {
+    serde_json::from_str(text).map_err(|e| LogError::Damaged {
+        path: path.to_owned(),
+        detail: format!("the event at node_seq {node_seq} is not a readable envelope: {e}"),
+    })
+}
+
+fn verify_chain(
+    conn: &Connection,
+    path: &str,
+    node_id: NodeId,
+    key: ed25519_dalek::VerifyingKey,
+) -> Result<u64, LogError> {
+    let sql = |source| LogError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let mut verifier = envelope::ChainVerifier::new(node_id, key);
+    let mut stmt = conn
+        .prepare("SELECT node_seq, envelope FROM events ORDER BY node_seq")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let node_seq: i64 = row.get(0).map_err(sql)?;
+        let text: String = row.get(1).map_err(sql)?;
+        let event = parse_row(path, node_seq as u64, &text)?;
+        verifier
+            .push(&event)
+            .map_err(|b| LogError::ChainBroken(b, path.to_owned()))?;
+    }
+    Ok(verifier.last_node_seq())
+}
+
+/// Checks a log file's whole chain through a read-only connection, beside a running writer
+/// (WAL): what was committed when the check began. Returns the number of events checked.
+pub fn verify_file(
+    path: &Path,
+    node_id: NodeId,
+    key: ed25519_dalek::VerifyingKey,
+) -> Result<u64, LogError> {
+    let path_text = path.display().to_string();
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|source| LogError::Sqlite {
+            path: path_text.clone(),
+            source,
+        })?;
+    verify_chain(&conn, &path_text, node_id, key)
 }

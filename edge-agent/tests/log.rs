@@ -5,13 +5,20 @@ use domain::envelope::{self, BreakReason};
 use domain::event::{DiagnosisRecorded, Event, MedicalNoteAdded, PatientRegistered};
 use domain::values::*;
 use ed25519_dalek::SigningKey;
-use edge_agent::log::{Append, CommandResult, EventLog, LogError, Outcome};
+use edge_agent::log::{Append, CommandResult, EventLog, Identity, LogError, Outcome};
 use rusqlite::Connection;
 use std::path::Path;
 use uuid::Uuid;
 
 fn node() -> NodeId {
     NodeId::from_uuid(Uuid::from_u128(0xED6E))
+}
+
+fn identity() -> Identity {
+    Identity {
+        node_id: node(),
+        hospital_id: hospital(),
+    }
 }
 
 fn key() -> SigningKey {
@@ -59,7 +66,7 @@ fn append(command: u128, events: Vec<Event>) -> Append {
             role: Role::Doctor,
         },
         occurred_at: Timestamp::parse("2026-11-23T10:00:00Z").unwrap(),
-        events,
+        events: events.into_iter().map(Into::into).collect(),
     }
 }
 
@@ -71,7 +78,7 @@ fn recorded(outcome: &Outcome) -> &CommandResult {
 }
 
 fn open(path: &Path) -> EventLog {
-    EventLog::open(path, node(), key()).expect("the log opens")
+    EventLog::open(path, identity(), key()).expect("the log opens")
 }
 
 #[test]
@@ -200,7 +207,14 @@ fn a_log_of_another_node_is_refused() {
     drop(open(&path));
     let other = NodeId::from_uuid(Uuid::from_u128(0xBEEF));
     assert!(matches!(
-        EventLog::open(&path, other, key()),
+        EventLog::open(
+            &path,
+            Identity {
+                node_id: other,
+                hospital_id: hospital()
+            },
+            key()
+        ),
         Err(LogError::WrongNode { .. })
     ));
 }
@@ -250,7 +264,7 @@ fn a_damaged_last_event_refuses_the_log_at_start() {
     )
     .unwrap();
     drop(conn);
-    let err = EventLog::open(&path, node(), key()).unwrap_err();
+    let err = EventLog::open(&path, identity(), key()).unwrap_err();
     assert!(matches!(err, LogError::Damaged { .. }), "{err}");
     assert!(err.to_string().contains("node_seq 3"), "{err}");
 }
@@ -264,8 +278,18 @@ fn a_missing_event_refuses_the_log_at_start() {
     conn.execute("DELETE FROM events WHERE node_seq = 2", [])
         .unwrap();
     drop(conn);
-    let err = EventLog::open(&path, node(), key()).unwrap_err();
+    let err = EventLog::open(&path, identity(), key()).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn a_log_opened_with_another_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.sqlite");
+    filled(&path);
+    let err = EventLog::open(&path, identity(), SigningKey::from_bytes(&[6; 32])).unwrap_err();
+    assert!(matches!(err, LogError::WrongNode { .. }), "{err}");
+    assert!(err.to_string().contains("public key"), "{err}");
 }
 
 #[test]
@@ -273,7 +297,16 @@ fn events_signed_with_another_key_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.sqlite");
     filled(&path);
-    let err = EventLog::open(&path, node(), SigningKey::from_bytes(&[6; 32])).unwrap_err();
+    // Someone swaps the node's registered key for theirs: the events still do not verify.
+    let other = SigningKey::from_bytes(&[6; 32]);
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE node SET public_key = ?1",
+            [NodePublicKey::from_verifying_key(&other.verifying_key()).to_base64()],
+        )
+        .unwrap();
+    let err = EventLog::open(&path, identity(), other).unwrap_err();
     assert!(matches!(err, LogError::Damaged { .. }), "{err}");
 }
 

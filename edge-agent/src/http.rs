@@ -1,0 +1,437 @@
+//! The staff-facing HTTP API of the edge (CONTRACT.md): `POST /v1/commands`, the local reads,
+//! sync status, health. Every error leaves as `application/problem+json` through [`ApiError`].
+
+use crate::log::Identity;
+use crate::views;
+use crate::writer::{CommandRequest, Reply, Writer};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::command::Actor;
+use domain::rejection::{FieldError, Rejection};
+use domain::values::{Date, OrgId, PatientId, Role, Timestamp, UserId};
+use domain::wire::{self, ParseError};
+use platform::problem::Problem;
+use platform::token::TokenVerifier;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+/// The largest body a command may have (CONTRACT.md: 413 above it).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The most patients one search returns.
+const MAX_SEARCH_RESULTS: u32 = 100;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub writer: Writer,
+    pub readers: Readers,
+    pub verifier: Arc<TokenVerifier>,
+    pub identity: Identity,
+    /// Set when the background verification of the log found a break: the edge stops taking
+    /// commands rather than extend a damaged history.
+    pub damage: Arc<Mutex<Option<String>>>,
+}
+
+/// Read-only connections to the log file for the local reads. WAL lets them read beside the
+/// writer; each read sees a committed state.
+#[derive(Clone, Debug)]
+pub struct Readers {
+    path: PathBuf,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl Readers {
+    pub fn new(path: PathBuf) -> Self {
+        Readers {
+            path,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs a query on a pooled connection, off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let readers = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.idle.lock().expect("reader pool").pop() {
+                Some(conn) => conn,
+                None => {
+                    let conn = Connection::open_with_flags(
+                        &readers.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                    conn
+                }
+            };
+            let result = query(&conn);
+            readers.idle.lock().expect("reader pool").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("a read task failed: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("a local read failed: {e}")))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/commands", post(post_command))
+        .route("/v1/patients", get(search_patients))
+        .route("/v1/patients/{patient_id}", get(get_patient))
+        .route("/v1/appointments", get(list_appointments))
+        .route("/v1/sync/status", get(sync_status))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_when_damaged,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Once the log is found damaged, nothing is served from it (health and readiness still answer,
+/// readiness with the damage).
+async fn refuse_when_damaged(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/")
+        && let Some(damage) = app.damage.lock().expect("damage flag").clone()
+    {
+        return ApiError::LogDamaged(damage).into_response();
+    }
+    next.run(request).await
+}
+
+/// Everything a request can fail with; each has its status, and internal details are logged,
+/// never sent.
+#[derive(Debug)]
+pub enum ApiError {
+    Malformed(String),
+    Unauthorized(String),
+    Refused(Rejection),
+    Invalid(Vec<FieldError>),
+    TooLarge,
+    NotFound(String),
+    NoRoute,
+    Internal(String),
+    LogDamaged(String),
+    Unavailable(String),
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::Refused(r)
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::Malformed(detail) => ApiError::Malformed(detail),
+            ParseError::Invalid(errors) => ApiError::Invalid(errors),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            ApiError::Malformed(detail) => Problem::bad_request(detail),
+            ApiError::Unauthorized(detail) => Problem::unauthorized(detail),
+            ApiError::Refused(rejection) => Problem::from(&rejection),
+            ApiError::Invalid(errors) => {
+                Problem::invalid_fields(errors.iter().map(Into::into).collect())
+            }
+            ApiError::TooLarge => Problem::payload_too_large(MAX_BODY_BYTES),
+            ApiError::NotFound(detail) => Problem::not_found(detail),
+            ApiError::NoRoute => Problem::not_found("no such route"),
+            ApiError::Internal(detail) => {
+                tracing::error!("request failed: {detail}");
+                Problem::internal()
+            }
+            // The operator and the staff must learn why nothing is served: the detail names
+            // the first bad event, and holds nothing a client could misuse.
+            ApiError::LogDamaged(detail) => Problem::new(500, detail),
+            ApiError::Unavailable(detail) => {
+                tracing::warn!("not ready: {detail}");
+                Problem::unavailable(detail)
+            }
+        };
+        if problem.status >= 500 || problem.status == 401 || problem.status == 403 {
+            tracing::warn!(status = problem.status, "{}", problem.detail);
+        }
+        problem.into_response()
+    }
+}
+
+/// A signed-in member of this edge's hospital (or one of its patients), from the bearer token.
+/// No token or a bad one is a 401; a token of another organisation is a 403.
+#[derive(Debug)]
+pub struct Staff(pub Actor);
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("an Authorization: Bearer token is required".into())
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
+            })?;
+        let claims = app
+            .verifier
+            .verify(token.trim())
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        let actor = claims.actor();
+        if actor.org_id != OrgId::from(app.identity.hospital_id) {
+            return Err(ApiError::Refused(Rejection::forbidden(format!(
+                "this edge serves hospital {}; the token is for organisation {}",
+                app.identity.hospital_id, actor.org_id
+            ))));
+        }
+        Ok(Staff(actor))
+    }
+}
+
+async fn post_command(
+    State(app): State<AppState>,
+    Staff(actor): Staff,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::Malformed(e.body_text())
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))?;
+    let (_, kind) = wire::peek(&value)?;
+    if kind.module() != "hospital" {
+        return Err(Rejection::forbidden(format!(
+            "{} is a central command: send it to the command service, not to a site's edge agent",
+            kind.as_str()
+        ))
+        .into());
+    }
+    // Hospital commands carry no password: nothing here is ever hashed.
+    let parsed = wire::parse_command(&value, &mut |_| {
+        unreachable!("only central commands carry a password")
+    })?;
+    let request = CommandRequest {
+        parsed,
+        actor,
+        correlation_id: correlation_id(&headers),
+    };
+    match app.writer.submit(request).await {
+        Reply::Recorded(result) => Ok((StatusCode::CREATED, Json(result)).into_response()),
+        Reply::AlreadyRecorded(result) => Ok((StatusCode::OK, Json(result)).into_response()),
+        Reply::Refused(rejection) => Err(rejection.into()),
+        Reply::Failed(detail) => Err(ApiError::Internal(detail)),
+    }
+}
+
+/// The trace id of a W3C `traceparent`, so the events of a request share its trace; a fresh id
+/// otherwise.
+fn correlation_id(headers: &axum::http::HeaderMap) -> Uuid {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|id| id.len() == 32)
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .filter(|id| !id.is_nil())
+        .unwrap_or_else(Uuid::now_v7)
+}
+
+const STAFF_ROLES: &[Role] = &[
+    Role::Doctor,
+    Role::Nurse,
+    Role::Receptionist,
+    Role::Pharmacist,
+    Role::LabTechnician,
+    Role::Accountant,
+];
+
+fn require_staff(actor: &Actor) -> Result<(), ApiError> {
+    if actor.roles.iter().any(|r| STAFF_ROLES.contains(r)) {
+        Ok(())
+    } else {
+        Err(Rejection::forbidden("only the hospital's staff may read this").into())
+    }
+}
+
+async fn get_patient(
+    State(app): State<AppState>,
+    Staff(actor): Staff,
+    Path(patient_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let patient_id = Uuid::try_parse(&patient_id)
+        .ok()
+        .and_then(|id| PatientId::new(id).ok())
+        .ok_or_else(|| ApiError::Invalid(vec![FieldError::new("patient_id", "is not a UUID")]))?;
+    let own_record = actor.patient_id == Some(patient_id) && actor.roles.contains(&Role::Patient);
+    if !own_record {
+        require_staff(&actor)?;
+    }
+    let hospital = app.identity.hospital_id.to_string();
+    let record = app
+        .readers
+        .with(move |conn| views::patient_record(conn, patient_id))
+        .await?
+        .filter(|r| r["hospital_id"] == hospital.as_str())
+        .ok_or_else(|| ApiError::NotFound(format!("no patient {patient_id} at this hospital")))?;
+    Ok(Json(record))
+}
+
+/// Reads query parameters, refusing any not in `allowed`.
+fn params(
+    query: HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let unknown: Vec<FieldError> = query
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| FieldError::new(k.clone(), "is not a parameter of this route"))
+        .collect();
+    if unknown.is_empty() {
+        Ok(query)
+    } else {
+        Err(ApiError::Invalid(unknown))
+    }
+}
+
+async fn search_patients(
+    State(app): State<AppState>,
+    Staff(actor): Staff,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require_staff(&actor)?;
+    let query = params(query, &["q", "limit"])?;
+    let mut errors = Vec::new();
+    let q = query
+        .get("q")
+        .map(|q| q.trim().to_owned())
+        .unwrap_or_default();
+    if q.is_empty() || q.chars().count() > 100 {
+        errors.push(FieldError::new("q", "must be 1 to 100 characters"));
+    }
+    let limit = match query.get("limit").map(|l| l.parse::<u32>()) {
+        None => 20,
+        Some(Ok(l)) if (1..=MAX_SEARCH_RESULTS).contains(&l) => l,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be a whole number from 1 to {MAX_SEARCH_RESULTS}"),
+            ));
+            0
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let hospital = app.identity.hospital_id.to_string();
+    let items = app
+        .readers
+        .with(move |conn| views::search_patients(conn, &hospital, &q, limit))
+        .await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn list_appointments(
+    State(app): State<AppState>,
+    Staff(actor): Staff,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require_staff(&actor)?;
+    let query = params(query, &["doctor_id", "date"])?;
+    let doctor = query
+        .get("doctor_id")
+        .and_then(|d| Uuid::try_parse(d).ok())
+        .and_then(|d| UserId::new(d).ok());
+    let date = query.get("date").and_then(|d| Date::parse(d).ok());
+    let (Some(doctor), Some(date)) = (doctor, date) else {
+        let mut errors = Vec::new();
+        if doctor.is_none() {
+            errors.push(FieldError::new("doctor_id", "must be a user's UUID"));
+        }
+        if date.is_none() {
+            errors.push(FieldError::new("date", "must be a date, YYYY-MM-DD"));
+        }
+        return Err(ApiError::Invalid(errors));
+    };
+    let day = date.as_naive();
+    let from = Timestamp::new(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    let to = from.plus_minutes(24 * 60);
+    let hospital = app.identity.hospital_id.to_string();
+    let items = app
+        .readers
+        .with(move |conn| views::appointments_of_doctor(conn, &hospital, doctor, from, to))
+        .await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn sync_status(
+    State(app): State<AppState>,
+    Staff(actor): Staff,
+) -> Result<Json<Value>, ApiError> {
+    require_staff(&actor)?;
+    let last_seq = app
+        .writer
+        .progress()
+        .last_seq
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(json!({
+        "node_id": app.identity.node_id,
+        "hospital_id": app.identity.hospital_id,
+        "last_node_seq": last_seq,
+        // Sync with JetStream is not built yet (issue 4): everything recorded waits to be sent.
+        "sent_node_seq": 0,
+        "confirmed_node_seq": 0,
+        "pending_events": last_seq,
+        "sync": "not configured",
+    })))
+}
+
+async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(damage) = app.damage.lock().expect("damage flag").clone() {
+        return Err(ApiError::Unavailable(damage));
+    }
+    if app.writer.is_closed() {
+        return Err(ApiError::Unavailable(
+            "the event log writer has stopped".into(),
+        ));
+    }
+    app.readers
+        .with(|conn| conn.query_row("SELECT COUNT(*) FROM node", [], |r| r.get::<_, i64>(0)))
+        .await
+        .map_err(|_| ApiError::Unavailable("the event log cannot be read".into()))?;
+    Ok(Json(json!({"status": "ready"})))
+}

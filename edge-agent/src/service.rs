@@ -1,0 +1,288 @@
+//! Starting and stopping an edge: its identity and keys (made on first start and kept in
+//! `HMS_DATA_DIR`), the log, the writer thread, the HTTP server, and a clean stop that answers
+//! every request already taken before the log is closed.
+
+use crate::http::{self, AppState, Readers};
+use crate::log::{self, EventLog, Identity};
+use crate::writer::Writer;
+use anyhow::{Context, bail};
+use domain::values::{HospitalId, NodeId, NodePublicKey};
+use ed25519_dalek::SigningKey;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The node's Ed25519 key that signs its events, in `HMS_DATA_DIR`.
+pub const NODE_KEY_FILE: &str = "node_key.pem";
+
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `HMS_EDGE_DB`; `$data_dir/edge.sqlite` when not set.
+    pub db_path: Option<PathBuf>,
+    /// `HMS_EDGE_NODE_ID` / `HMS_EDGE_HOSPITAL_ID`: made on first start when not set, and kept.
+    pub node_id: Option<Uuid>,
+    pub hospital_id: Option<Uuid>,
+    pub jwt_private_key: Option<PathBuf>,
+    pub jwt_public_key: Option<PathBuf>,
+    /// How many aggregates' states the decision cache keeps.
+    pub cache_capacity: usize,
+}
+
+impl EdgeConfig {
+    /// The defaults of CONTRACT.md for a data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        EdgeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir,
+            db_path: None,
+            node_id: None,
+            hospital_id: None,
+            jwt_private_key: None,
+            jwt_public_key: None,
+            cache_capacity: 100_000,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.db_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("edge.sqlite"))
+    }
+}
+
+/// Who this edge is, with the key that signs its events.
+#[derive(Debug)]
+pub struct NodeKeys {
+    pub identity: Identity,
+    pub key: SigningKey,
+}
+
+impl NodeKeys {
+    pub fn public_key(&self) -> NodePublicKey {
+        NodePublicKey::from_verifying_key(&self.key.verifying_key())
+    }
+}
+
+/// The edge's identity and signing key: as kept from its first start, or made now. A configured
+/// id that differs from the kept one is refused: the log belongs to one node of one hospital.
+pub fn identity(config: &EdgeConfig) -> anyhow::Result<NodeKeys> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let key = platform::keys::load_or_create_signing_key(&config.data_dir.join(NODE_KEY_FILE))
+        .context("loading the node's signing key")?;
+    let db = config.db_path();
+    let stored = EventLog::stored_identity(&db).context("reading the edge's identity")?;
+    let identity = match stored {
+        Some(stored) => {
+            if let Some(node) = config.node_id
+                && node != stored.node_id.as_uuid()
+            {
+                bail!(
+                    "HMS_EDGE_NODE_ID is {node} but the log {} belongs to node {}",
+                    db.display(),
+                    stored.node_id
+                );
+            }
+            if let Some(hospital) = config.hospital_id
+                && hospital != stored.hospital_id.as_uuid()
+            {
+                bail!(
+                    "HMS_EDGE_HOSPITAL_ID is {hospital} but the log {} belongs to hospital {}",
+                    db.display(),
+                    stored.hospital_id
+                );
+            }
+            stored
+        }
+        None => Identity {
+            node_id: NodeId::new(config.node_id.unwrap_or_else(Uuid::now_v7))
+                .map_err(|e| anyhow::anyhow!("HMS_EDGE_NODE_ID {e}"))?,
+            hospital_id: HospitalId::new(config.hospital_id.unwrap_or_else(Uuid::now_v7))
+                .map_err(|e| anyhow::anyhow!("HMS_EDGE_HOSPITAL_ID {e}"))?,
+        },
+    };
+    Ok(NodeKeys { identity, key })
+}
+
+/// Holds the data directory for one process: a second edge (or an import) on the same log
+/// would write beside the writer thread and leave its cache stale.
+#[derive(Debug)]
+pub struct DataDirLock(#[allow(dead_code)] std::fs::File);
+
+pub fn lock_data_dir(config: &EdgeConfig) -> anyhow::Result<DataDirLock> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("edge.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another edge process holds {} (stop it first)",
+            config.data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Stores events recorded elsewhere into a stopped edge's log, through the same path as
+/// sync. Returns how many were new.
+pub async fn import(
+    config: &EdgeConfig,
+    events: Vec<domain::envelope::Envelope>,
+) -> anyhow::Result<usize> {
+    let _lock = lock_data_dir(config)?;
+    let log_config = config.clone();
+    let log = tokio::task::spawn_blocking(move || open_log(&log_config))
+        .await
+        .context("opening the log")??;
+    let (writer, thread) = Writer::start(log, config.cache_capacity);
+    let stored = writer
+        .receive(events)
+        .await
+        .map_err(|e| anyhow::anyhow!("storing the events: {e}"))?;
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .context("joining the writer")?
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    Ok(stored)
+}
+
+/// Opens the edge's log (creating it and the identity on first start).
+pub fn open_log(config: &EdgeConfig) -> anyhow::Result<EventLog> {
+    let keys = identity(config)?;
+    let db = config.db_path();
+    EventLog::open(&db, keys.identity, keys.key)
+        .with_context(|| format!("opening the event log {}", db.display()))
+}
+
+/// A running edge.
+#[derive(Debug)]
+pub struct RunningEdge {
+    pub addr: SocketAddr,
+    pub identity: Identity,
+    pub writer: Writer,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    writer_thread: std::thread::JoinHandle<()>,
+    _lock: DataDirLock,
+}
+
+impl RunningEdge {
+    /// Stops taking requests, answers those in flight (their commits finish), then closes the
+    /// log.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server
+            .await
+            .context("the HTTP server task")?
+            .context("the HTTP server")?;
+        drop(self.writer);
+        tokio::task::spawn_blocking(move || self.writer_thread.join())
+            .await
+            .context("joining the writer")?
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        tracing::info!("edge stopped");
+        Ok(())
+    }
+}
+
+/// Starts an edge: checks the log's tail (a damaged one is refused here), starts the writer
+/// and the HTTP server, and checks the whole chain in the background.
+pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
+    let started = std::time::Instant::now();
+    let lock = lock_data_dir(&config)?;
+    let keys = platform::keys::resolve_jwt_keys(
+        config.jwt_private_key.as_deref(),
+        config.jwt_public_key.as_deref(),
+        &config.data_dir,
+    )
+    .and_then(|files| files.load())
+    .context("loading the token keys")?;
+    let db = config.db_path();
+    let open_config = config.clone();
+    let log = tokio::task::spawn_blocking(move || open_log(&open_config))
+        .await
+        .context("opening the log")??;
+    let identity = log.identity();
+    let events = log.last_seq();
+    let node_key = log.verifying_key();
+    let (writer, writer_thread) = Writer::start(log, config.cache_capacity);
+
+    let damage = Arc::new(Mutex::new(None));
+    let state = AppState {
+        writer: writer.clone(),
+        readers: Readers::new(db.clone()),
+        verifier: Arc::new(keys.verifier()),
+        identity,
+        damage: damage.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = http::router(state);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(
+        %addr, node_id = %identity.node_id, hospital_id = %identity.hospital_id, events,
+        started_in_ms = started.elapsed().as_millis() as u64,
+        "edge agent listening on http://{addr}"
+    );
+
+    // The tail was checked before serving; the whole chain is checked now, beside the work.
+    tokio::task::spawn_blocking(move || {
+        let checked = std::time::Instant::now();
+        match log::verify_file(&db, identity.node_id, node_key) {
+            Ok(count) => tracing::info!(
+                events = count,
+                seconds = checked.elapsed().as_secs_f64(),
+                "event log verified from its first event"
+            ),
+            Err(e) => {
+                tracing::error!("the event log is damaged; no more commands are taken: {e}");
+                *damage.lock().expect("damage flag") = Some(format!(
+                    "the event log is damaged and this edge takes no more commands: {e}"
+                ));
+            }
+        }
+    });
+
+    Ok(RunningEdge {
+        addr,
+        identity,
+        writer,
+        stop,
+        server,
+        writer_thread,
+        _lock: lock,
+    })
+}
+
+/// Runs an edge until `shutdown` completes (SIGTERM or Ctrl-C in `hms edge`).
+pub async fn run(config: EdgeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let edge = start(config).await?;
+    shutdown.await;
+    tracing::info!("stopping: finishing the commands in flight");
+    edge.stop().await
+}

@@ -1,0 +1,417 @@
+//! `hms bench edge`: the edge's command throughput and latency over HTTP beside a bare axum
+//! handler doing the same parsing and nothing else, measured in the same run on the same
+//! machine; then the edge's memory and start-up time over a large log.
+
+use anyhow::{Context, Result, bail};
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::post;
+use clap::{Args, Subcommand};
+use domain::envelope;
+use domain::event::{Event, PatientRegistered};
+use domain::values::*;
+use edge_agent::EdgeConfig;
+use edge_agent::fixture::DevHospital;
+use edge_agent::log::{Append, Decided};
+use platform::token::Claims;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// Commands over HTTP against the edge and a bare axum handler; memory and start-up time
+    /// over a large log.
+    Edge(EdgeBench),
+}
+
+#[derive(Debug, Args)]
+struct EdgeBench {
+    /// Seconds of load on each server.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Events in the log for the memory and start-up figures (0 skips them).
+    #[arg(long, default_value_t = 1_000_000)]
+    log_events: u64,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    match args.what {
+        BenchWhat::Edge(bench) => runtime.block_on(edge(bench)),
+    }
+}
+
+/// What one load run measured.
+struct Figures {
+    commands: u64,
+    errors: u64,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.commands as f64 / self.seconds
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index]
+    }
+
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name:<34} {:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} commands, {} errors)",
+            self.rate(),
+            self.percentile(0.50).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.commands,
+            self.errors
+        )
+    }
+}
+
+/// The command bodies the load sends: a registration, then a booking of that patient in a slot
+/// no other booking takes (doctor and time from a shared counter), alternately.
+struct Workload {
+    doctors: Vec<UserId>,
+    next_slot: AtomicU64,
+}
+
+impl Workload {
+    fn registration(&self) -> (String, serde_json::Value) {
+        let patient = Uuid::now_v7().to_string();
+        let body = json!({"command_id": Uuid::now_v7(), "type": "RegisterPatient",
+            "patient_id": patient, "name": "Amina Otieno", "birth_date": "1984-03-12",
+            "sex": "female", "national_id": format!("B{}", &patient[24..]),
+            "phone": "+254712345678", "region_code": "KE-30"});
+        (patient, body)
+    }
+
+    fn booking(&self, patient: &str) -> serde_json::Value {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let doctor = self.doctors[(slot % self.doctors.len() as u64) as usize];
+        let starts_at = chrono::DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z")
+            .expect("a time")
+            .to_utc()
+            + chrono::Duration::minutes(30 * (slot / self.doctors.len() as u64) as i64);
+        json!({"command_id": Uuid::now_v7(), "type": "BookAppointment",
+            "appointment_id": Uuid::now_v7(), "patient_id": patient, "doctor_id": doctor,
+            "starts_at": starts_at.to_rfc3339(), "duration_minutes": 30, "reason": "Check-up"})
+    }
+}
+
+async fn load(url: &str, token: &str, workload: Arc<Workload>, bench: &EdgeBench) -> Figures {
+    let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..bench.connections {
+        let (url, token, workload) = (url.to_owned(), token.to_owned(), workload.clone());
+        tasks.spawn(async move {
+            // One connection per client, kept alive.
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("a client");
+            let (mut commands, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut patient: Option<String> = None;
+            while Instant::now() < deadline {
+                let body = match patient.take() {
+                    Some(p) => workload.booking(&p),
+                    None => {
+                        let (p, body) = workload.registration();
+                        patient = Some(p);
+                        body
+                    }
+                };
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        let _ = r.bytes().await;
+                        latencies.push(sent.elapsed());
+                        commands += 1;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (commands, errors, latencies)
+        });
+    }
+    let mut figures = Figures {
+        commands: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies: Vec::new(),
+    };
+    while let Some(done) = tasks.join_next().await {
+        let (commands, errors, latencies) = done.expect("a load task");
+        figures.commands += commands;
+        figures.errors += errors;
+        figures.latencies.extend(latencies);
+    }
+    figures.seconds = started.elapsed().as_secs_f64();
+    figures.latencies.sort();
+    figures
+}
+
+/// The raw limit: axum parsing the same command bodies and answering 201, storing nothing.
+async fn bare_axum() -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = axum::Router::new().route(
+        "/v1/commands",
+        post(|body: Bytes| async move {
+            let value: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return (StatusCode::BAD_REQUEST, String::new()),
+            };
+            match domain::wire::parse_command(&value, &mut |_| unreachable!("no passwords")) {
+                Ok(parsed) => (
+                    StatusCode::CREATED,
+                    json!({"command_id": parsed.command_id, "events": []}).to_string(),
+                ),
+                Err(_) => (StatusCode::UNPROCESSABLE_ENTITY, String::new()),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, server))
+}
+
+async fn edge(bench: EdgeBench) -> Result<()> {
+    println!(
+        "hms bench edge: {} connections, {:.1} s of load per server, on {} cores",
+        bench.connections,
+        bench.seconds,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    // The raw limit first.
+    let (bare_addr, bare_server) = bare_axum().await?;
+    let workload = Arc::new(Workload {
+        doctors: vec![UserId::from_uuid(Uuid::now_v7())],
+        next_slot: AtomicU64::new(0),
+    });
+    let bare = load(
+        &format!("http://{bare_addr}/v1/commands"),
+        "no-token",
+        workload,
+        &bench,
+    )
+    .await;
+    bare_server.abort();
+
+    // The edge: every 201 is fsynced in its log.
+    let dir = tempfile::tempdir().context("a temporary data directory")?;
+    let hospital = HospitalId::from_uuid(Uuid::now_v7());
+    let mut config = EdgeConfig::new(dir.path().to_owned());
+    config.listen = "127.0.0.1:0".parse()?;
+    config.hospital_id = Some(hospital.as_uuid());
+    let edge = edge_agent::start(config).await?;
+    let dev = DevHospital::new(hospital, 50);
+    edge.writer
+        .receive(dev.history.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the edge: {e}"))?;
+    let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
+        .load()?
+        .signer()
+        .context("the token key")?;
+    let token = signer.mint(&Claims::new(
+        dev.user(Role::Receptionist),
+        hospital.into(),
+        vec![Role::Receptionist],
+        None,
+        3600,
+        platform::token::unix_now(),
+    ));
+    let workload = Arc::new(Workload {
+        doctors: dev
+            .staff
+            .iter()
+            .filter(|(r, _)| *r == Role::Doctor)
+            .map(|(_, u)| *u)
+            .collect(),
+        next_slot: AtomicU64::new(0),
+    });
+    let batches_before = edge.writer.progress().batches.load(Ordering::Relaxed);
+    let measured = load(
+        &format!("http://{}/v1/commands", edge.addr),
+        &token,
+        workload,
+        &bench,
+    )
+    .await;
+    let batches = edge.writer.progress().batches.load(Ordering::Relaxed) - batches_before;
+    edge.stop().await?;
+
+    println!("{}", bare.line("bare axum handler (raw limit)"));
+    println!("{}", measured.line("edge, fsynced (synchronous=FULL)"));
+    println!(
+        "ratio edge / bare axum: {:.2} of the throughput (target >= 0.50); edge p99 {:.2} ms (target < 25 ms)",
+        measured.rate() / bare.rate(),
+        measured.percentile(0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "group commit: {} commands in {} commits ({:.1} per fsync)",
+        measured.commands,
+        batches,
+        measured.commands as f64 / batches.max(1) as f64
+    );
+    if measured.errors > 0 {
+        bail!("{} edge commands failed", measured.errors);
+    }
+    if bench.log_events > 0 {
+        large_log(bench.log_events).await?;
+    }
+    Ok(())
+}
+
+/// Fills a log with `events` events, then starts `hms edge` on it as its own process and
+/// measures the time until it answers and its resident memory after some commands.
+async fn large_log(events: u64) -> Result<()> {
+    let dir = tempfile::tempdir().context("a temporary data directory")?;
+    let hospital = HospitalId::from_uuid(Uuid::now_v7());
+    let mut config = EdgeConfig::new(dir.path().to_owned());
+    config.hospital_id = Some(hospital.as_uuid());
+    let dev = DevHospital::new(hospital, 1);
+    edge_agent::service::import(&config, dev.history.clone()).await?;
+
+    let filled = Instant::now();
+    let fill_config = config.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut log = edge_agent::service::open_log(&fill_config)?;
+        let actor = envelope::Actor {
+            user_id: UserId::from_uuid(Uuid::now_v7()),
+            role: Role::Receptionist,
+        };
+        let at = Timestamp::new(chrono::Utc::now());
+        let mut written = 0u64;
+        while written < events {
+            let batch: Vec<Append> = (0..(events - written).min(2000))
+                .map(|_| Append {
+                    command_id: CommandId::from_uuid(Uuid::now_v7()),
+                    correlation_id: Uuid::now_v7(),
+                    actor,
+                    occurred_at: at,
+                    events: vec![Decided::from(Event::from(PatientRegistered {
+                        patient_id: PatientId::from_uuid(Uuid::now_v7()),
+                        hospital_id: hospital,
+                        name: Name::parse("Amina Otieno").expect("a name"),
+                        birth_date: BirthDate::parse("1984-03-12").expect("a date"),
+                        sex: Sex::Female,
+                        national_id: None,
+                        phone: Some(Phone::parse("+254712345678").expect("a phone")),
+                        region_code: Some(RegionCode::parse("KE-30").expect("a region")),
+                    }))],
+                })
+                .collect();
+            log.append_batch(&batch)?;
+            written += batch.len() as u64;
+            if written.is_multiple_of(100_000) || written == events {
+                eprintln!("  log filled: {written}/{events} events");
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    println!(
+        "log of {events} events written in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("edge")
+        .env("HMS_DATA_DIR", dir.path())
+        .env("HMS_EDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting hms edge")?;
+    let client = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    loop {
+        if client.get(&health).send().await.is_ok() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!("the edge did not answer within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start_up = started.elapsed();
+    let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
+        .load()?
+        .signer()
+        .context("the token key")?;
+    let token = signer.mint(&Claims::new(
+        dev.user(Role::Receptionist),
+        hospital.into(),
+        vec![Role::Receptionist],
+        None,
+        3600,
+        platform::token::unix_now(),
+    ));
+    let workload = Workload {
+        doctors: vec![dev.user(Role::Doctor)],
+        next_slot: AtomicU64::new(0),
+    };
+    for _ in 0..1000 {
+        let (patient, body) = workload.registration();
+        for body in [body, workload.booking(&patient)] {
+            let r = client
+                .post(format!("http://127.0.0.1:{port}/v1/commands"))
+                .bearer_auth(&token)
+                .body(body.to_string())
+                .send()
+                .await?;
+            if r.status() != StatusCode::CREATED {
+                bail!("a command on the large log failed: {}", r.status());
+            }
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("reading VmRSS")?;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    println!(
+        "edge over a log of {events} events: start-up {:.0} ms (target < 2000 ms), resident memory {:.1} MiB after 2,000 more commands (target < 150 MiB)",
+        start_up.as_secs_f64() * 1e3,
+        rss_kib as f64 / 1024.0
+    );
+    Ok(())
+}
