@@ -67,6 +67,11 @@ impl StateCache {
     }
 }
 
+/// What the folds of one command replaced in the batch's changes, to take them back if the
+/// command cannot be kept.
+#[derive(Debug, Default)]
+pub(crate) struct Undo(Vec<(AggregateRef, Option<Option<AggregateState>>)>);
+
 /// The states a batch changed, not yet stored.
 #[derive(Debug, Default)]
 pub(crate) struct Changes(HashMap<AggregateRef, Option<AggregateState>>);
@@ -115,28 +120,35 @@ impl<'a> BatchFacts<'a> {
     }
 
     /// Folds a decided (or received) event into the batch's view of its aggregate and returns
-    /// the aggregate's state after it.
-    pub(crate) fn fold(&mut self, event: &Event, stamp: &Stamp) -> Option<AggregateState> {
+    /// the aggregate's state after it. What it replaced goes to `undo`.
+    pub(crate) fn fold(
+        &mut self,
+        event: &Event,
+        stamp: &Stamp,
+        undo: &mut Undo,
+    ) -> Option<AggregateState> {
         let aggregate = event.aggregate();
         let before = self.state(aggregate);
         let after = evolve(before, event, stamp);
-        self.changed.insert(aggregate, after.clone());
+        let replaced = self.changed.insert(aggregate, after.clone());
+        undo.0.push((aggregate, replaced));
         after
+    }
+
+    /// Takes back the folds recorded in `undo`, latest first.
+    pub(crate) fn undo(&mut self, undo: Undo) {
+        for (aggregate, replaced) in undo.0.into_iter().rev() {
+            match replaced {
+                Some(state) => self.changed.insert(aggregate, state),
+                None => self.changed.remove(&aggregate),
+            };
+        }
     }
 
     /// The batch's changes, to give to the cache once they are committed
     /// ([`StateCache::committed`]).
     pub(crate) fn into_changes(self) -> Changes {
         Changes(self.changed)
-    }
-
-    /// Forgets the changes of a batch that was not stored, up to the given checkpoint.
-    pub(crate) fn checkpoint(&self) -> HashMap<AggregateRef, Option<AggregateState>> {
-        self.changed.clone()
-    }
-
-    pub(crate) fn restore(&mut self, checkpoint: HashMap<AggregateRef, Option<AggregateState>>) {
-        self.changed = checkpoint;
     }
 
     fn note(&self, error: LogError) {

@@ -17,7 +17,7 @@ use domain::rejection::{FieldError, Rejection};
 use domain::values::{Date, OrgId, PatientId, Role, Timestamp, UserId};
 use domain::wire::{self, ParseError};
 use platform::problem::Problem;
-use platform::token::TokenVerifier;
+use platform::token::CachingVerifier;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ const MAX_SEARCH_RESULTS: u32 = 100;
 pub struct AppState {
     pub writer: Writer,
     pub readers: Readers,
-    pub verifier: Arc<TokenVerifier>,
+    pub verifier: Arc<CachingVerifier>,
     pub identity: Identity,
     /// Set when the background verification of the log found a break: the edge stops taking
     /// commands rather than extend a damaged history.
@@ -174,9 +174,11 @@ impl IntoResponse for ApiError {
                 Problem::unavailable(detail)
             }
         };
-        if problem.status >= 500 || problem.status == 401 || problem.status == 403 {
-            tracing::warn!(status = problem.status, "{}", problem.detail);
-        }
+        tracing::warn!(
+            status = problem.status,
+            "request refused: {}",
+            problem.detail
+        );
         problem.into_response()
     }
 }

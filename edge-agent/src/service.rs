@@ -177,6 +177,8 @@ pub struct RunningEdge {
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     writer_thread: std::thread::JoinHandle<()>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    checkpoint_thread: std::thread::JoinHandle<log::Checkpointer>,
     _lock: DataDirLock,
 }
 
@@ -194,6 +196,17 @@ impl RunningEdge {
             .await
             .context("joining the writer")?
             .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let checkpoint_thread = self.checkpoint_thread;
+        tokio::task::spawn_blocking(move || {
+            let checkpointer = checkpoint_thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the checkpoint thread panicked"))?;
+            checkpointer.checkpoint(true).context("the last checkpoint")
+        })
+        .await
+        .context("joining the checkpointer")??;
         tracing::info!("edge stopped");
         Ok(())
     }
@@ -219,13 +232,35 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let identity = log.identity();
     let events = log.last_seq();
     let node_key = log.verifying_key();
+    let checkpointer = log::Checkpointer::open(&db).context("opening the checkpointer")?;
+    log.hand_over_checkpoints()
+        .context("handing checkpoints to the checkpointer")?;
     let (writer, writer_thread) = Writer::start(log, config.cache_capacity);
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpoint_thread = {
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name("edge-checkpoint".into())
+            .spawn(move || {
+                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Err(e) = checkpointer.checkpoint(false) {
+                        tracing::warn!("checkpoint: {e}");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                checkpointer
+            })
+            .context("starting the checkpoint thread")?
+    };
 
     let damage = Arc::new(Mutex::new(None));
     let state = AppState {
         writer: writer.clone(),
         readers: Readers::new(db.clone()),
-        verifier: Arc::new(keys.verifier()),
+        verifier: Arc::new(platform::token::CachingVerifier::new(
+            keys.verifier(),
+            10_000,
+        )),
         identity,
         damage: damage.clone(),
     };
@@ -275,6 +310,8 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         stop,
         server,
         writer_thread,
+        stopping,
+        checkpoint_thread,
         _lock: lock,
     })
 }

@@ -10,7 +10,7 @@ use domain::envelope::Envelope;
 use domain::event::Event;
 use domain::patient::Patient;
 use domain::state::AggregateState;
-use domain::values::{AppointmentId, PatientId, Timestamp, UserId};
+use domain::values::{AppointmentId, DurationMinutes, PatientId, Timestamp, UserId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
@@ -203,7 +203,9 @@ fn write_appointment(tx: &Transaction, a: &Appointment) -> rusqlite::Result<()> 
 }
 
 /// The doctor's appointments that hold their slot and overlap `[from, to)`, as stored.
-/// Timestamps are stored in one fixed-width UTC form, so text order is time order.
+/// Timestamps are stored in one fixed-width UTC form, so text order is time order. No
+/// appointment is longer than the domain's longest, so only those starting at most that long
+/// before `from` can overlap: the index range stays small however long the doctor's history.
 pub(crate) fn doctor_slots(
     conn: &Connection,
     doctor: UserId,
@@ -212,11 +214,19 @@ pub(crate) fn doctor_slots(
 ) -> rusqlite::Result<Vec<(AppointmentId, Timestamp, Timestamp)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT appointment_id, starts_at, ends_at FROM appointments_view \
-         WHERE doctor_id = ?1 AND starts_at < ?3 AND ends_at > ?2 \
+         WHERE doctor_id = ?1 AND starts_at < ?3 AND starts_at > ?4 AND ends_at > ?2 \
          AND status IN ('pending', 'approved')",
     )?;
+    let earliest = Timestamp::new(
+        from.as_datetime() - chrono::Duration::minutes(i64::from(DurationMinutes::MAX)),
+    );
     let rows = stmt.query_map(
-        params![doctor.to_string(), from.to_rfc3339(), to.to_rfc3339()],
+        params![
+            doctor.to_string(),
+            from.to_rfc3339(),
+            to.to_rfc3339(),
+            earliest.to_rfc3339()
+        ],
         |r| {
             let id: String = r.get(0)?;
             let starts: String = r.get(1)?;

@@ -4,7 +4,7 @@
 //! after its batch is committed. Events received from other nodes pass through the same thread,
 //! so the cache and the views never see two writers.
 
-use crate::facts::{BatchFacts, StateCache};
+use crate::facts::{BatchFacts, StateCache, Undo};
 use crate::log::{Append, CommandResult, Decided, EventLog, Inbound, LogError, Outcome};
 use domain::command::{Actor, CommandMeta};
 use domain::envelope::{self, Envelope};
@@ -186,6 +186,7 @@ fn commit_batch(
     progress: &Progress,
 ) {
     let node_id = log.identity().node_id;
+    let started = std::time::Instant::now();
     let mut appends: Vec<Append> = Vec::new();
     let mut steps = Vec::with_capacity(batch.len());
     let mut first_in_batch: HashMap<CommandId, usize> = HashMap::new();
@@ -228,7 +229,7 @@ fn commit_batch(
                     continue;
                 }
             };
-            let before = facts.checkpoint();
+            let mut undo = Undo::default();
             let mut events = Vec::with_capacity(decision.events.len());
             for event in decision.events {
                 let event_id = EventId::from_uuid(Uuid::now_v7());
@@ -237,7 +238,7 @@ fn commit_batch(
                     occurred_at: meta.at,
                     node_id,
                 };
-                let state_after = facts.fold(&event, &stamp);
+                let state_after = facts.fold(&event, &stamp, &mut undo);
                 events.push(Decided {
                     event_id,
                     event,
@@ -245,7 +246,7 @@ fn commit_batch(
                 });
             }
             if let Some(e) = facts.take_error() {
-                facts.restore(before);
+                facts.undo(undo);
                 steps.push(Step::Done(failed(command_id, &e)));
                 continue;
             }
@@ -265,11 +266,19 @@ fn commit_batch(
         facts.into_changes()
     };
 
+    let decided = started.elapsed();
     let stored = if appends.is_empty() {
         Ok(Vec::new())
     } else {
         log.append_batch(&appends)
     };
+    tracing::debug!(
+        requests = batch.len(),
+        recorded = appends.len(),
+        decide_us = decided.as_micros() as u64,
+        store_us = (started.elapsed() - decided).as_micros() as u64,
+        "batch committed"
+    );
     let outcomes: Result<Vec<CommandResult>, String> = match stored {
         Ok(outcomes) => {
             cache.committed(changes);
@@ -357,7 +366,7 @@ fn receive(
                     envelope.event_id, envelope.event_type
                 )
             })?;
-            let state_after = facts.fold(&event, &envelope.stamp());
+            let state_after = facts.fold(&event, &envelope.stamp(), &mut Undo::default());
             if let Some(e) = facts.take_error() {
                 return Err(e.to_string());
             }
