@@ -374,7 +374,7 @@ async fn large_log(events: u64) -> Result<()> {
         .port();
     let started = Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("edge")
+        .args(["edge", "--offline"])
         .env("HMS_DATA_DIR", dir.path())
         .env("HMS_EDGE_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")

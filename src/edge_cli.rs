@@ -53,10 +53,23 @@ pub struct EdgeOpts {
     jwt_private_key: Option<PathBuf>,
     #[arg(long, env = "HMS_JWT_PUBLIC_KEY", global = true)]
     jwt_public_key: Option<PathBuf>,
+    /// The NATS server the log is replayed into when it can be reached.
+    #[arg(
+        long,
+        env = "HMS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    nats_url: String,
+    #[arg(long, env = "HMS_SUBJECT_PREFIX", default_value = "hms", global = true)]
+    subject_prefix: String,
+    /// Work without sync (the log keeps everything for later).
+    #[arg(long, global = true)]
+    offline: bool,
 }
 
 impl EdgeOpts {
-    pub fn config(&self) -> EdgeConfig {
+    pub fn config(&self) -> Result<EdgeConfig> {
         let mut config = EdgeConfig::new(self.data_dir.clone());
         config.listen = self.listen;
         config.db_path = self.db.clone();
@@ -64,12 +77,19 @@ impl EdgeOpts {
         config.hospital_id = self.hospital_id;
         config.jwt_private_key = self.jwt_private_key.clone();
         config.jwt_public_key = self.jwt_public_key.clone();
-        config
+        if !self.offline {
+            let names = platform::streams::Names::new(&self.subject_prefix)?;
+            config.sync = Some(edge_agent::sync::SyncConfig::new(
+                self.nats_url.clone(),
+                names,
+            ));
+        }
+        Ok(config)
     }
 }
 
 pub fn run(args: EdgeArgs) -> Result<()> {
-    let config = args.opts.config();
+    let config = args.opts.config()?;
     match args.tool {
         None => {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

@@ -33,6 +33,11 @@ fn hms(dir: &Path, port: u16) -> Command {
         .env("HMS_DATA_DIR", dir)
         .env("HMS_EDGE_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
+        .env("HMS_NATS_URL", "nats://127.0.0.1:1")
+        .env(
+            "HMS_SUBJECT_PREFIX",
+            format!("t{}", &Uuid::now_v7().simple().to_string()[20..]),
+        )
         .env_remove("HMS_EDGE_DB")
         .env_remove("HMS_EDGE_NODE_ID")
         .env_remove("HMS_JWT_PRIVATE_KEY")

@@ -40,6 +40,7 @@ pub struct AppState {
     /// Set when the background verification of the log found a break: the edge stops taking
     /// commands rather than extend a damaged history.
     pub damage: Arc<Mutex<Option<String>>>,
+    pub sync: crate::sync::SharedState,
 }
 
 /// Read-only connections to the log file for the local reads. WAL lets them read beside the
@@ -410,15 +411,19 @@ async fn sync_status(
         .progress()
         .last_seq
         .load(std::sync::atomic::Ordering::Relaxed);
+    let sync = app.sync.lock().expect("sync state").clone();
     Ok(Json(json!({
         "node_id": app.identity.node_id,
         "hospital_id": app.identity.hospital_id,
         "last_node_seq": last_seq,
-        // Sync with JetStream is not built yet (issue 4): everything recorded waits to be sent.
-        "sent_node_seq": 0,
-        "confirmed_node_seq": 0,
-        "pending_events": last_seq,
-        "sync": "not configured",
+        "sync": if sync.configured { "configured" } else { "not configured" },
+        "connected": sync.connected,
+        "sent_node_seq": sync.sent_node_seq,
+        "confirmed_node_seq": sync.confirmed_node_seq,
+        "pending_events": last_seq.saturating_sub(sync.sent_node_seq),
+        "sent_unconfirmed_events": sync.sent_node_seq.saturating_sub(sync.confirmed_node_seq),
+        "last_success_at": sync.last_success_at,
+        "last_error": sync.last_error,
     })))
 }
 

@@ -213,6 +213,7 @@ impl EventLog {
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(views::SCHEMA).map_err(sql)?;
+        conn.execute_batch(crate::sync::SCHEMA).map_err(sql)?;
 
         let public_key = NodePublicKey::from_verifying_key(&key.verifying_key()).to_base64();
         let owner: Option<(String, String, String)> = conn
@@ -471,7 +472,12 @@ impl EventLog {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sql)?;
+        // IMMEDIATE: take the write lock first, so that a write by another connection (sync marks,
+        // checkpoints) makes this wait rather than fail on a stale read snapshot.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
         let mut position = self.last_position;
         let mut seq = self.last_seq;
         let mut prev_hash = self.last_hash;
@@ -618,7 +624,12 @@ impl EventLog {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sql)?;
+        // IMMEDIATE: take the write lock first, so that a write by another connection (sync marks,
+        // checkpoints) makes this wait rather than fail on a stale read snapshot.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
         let mut position = self.last_position;
         let mut stored = 0;
         {

@@ -31,6 +31,8 @@ pub struct EdgeConfig {
     pub jwt_public_key: Option<PathBuf>,
     /// How many aggregates' states the decision cache keeps.
     pub cache_capacity: usize,
+    /// Where to replay the log (`HMS_NATS_URL`, `HMS_SUBJECT_PREFIX`); `None` works offline only.
+    pub sync: Option<crate::sync::SyncConfig>,
 }
 
 impl EdgeConfig {
@@ -45,6 +47,7 @@ impl EdgeConfig {
             jwt_private_key: None,
             jwt_public_key: None,
             cache_capacity: 100_000,
+            sync: None,
         }
     }
 
@@ -179,6 +182,7 @@ pub struct RunningEdge {
     writer_thread: std::thread::JoinHandle<()>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     checkpoint_thread: std::thread::JoinHandle<log::Checkpointer>,
+    sync_task: Option<tokio::task::JoinHandle<()>>,
     _lock: DataDirLock,
 }
 
@@ -186,6 +190,11 @@ impl RunningEdge {
     /// Stops taking requests, answers those in flight (their commits finish), then closes the
     /// log.
     pub async fn stop(self) -> anyhow::Result<()> {
+        // Sync keeps its marks in the log after every round: stopping it anywhere loses
+        // nothing (what was sent and not yet marked is sent again, and dropped as a duplicate).
+        if let Some(sync) = &self.sync_task {
+            sync.abort();
+        }
         let _ = self.stop.send(());
         self.server
             .await
@@ -253,6 +262,16 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
             .context("starting the checkpoint thread")?
     };
 
+    let sync_state: crate::sync::SharedState = Arc::default();
+    let sync_task = config.sync.clone().map(|sync| {
+        tokio::spawn(crate::sync::run_outbound(
+            db.clone(),
+            sync,
+            sync_state.clone(),
+            writer.progress().committed.clone(),
+        ))
+    });
+
     let damage = Arc::new(Mutex::new(None));
     let state = AppState {
         writer: writer.clone(),
@@ -263,6 +282,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         )),
         identity,
         damage: damage.clone(),
+        sync: sync_state,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -312,6 +332,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         writer_thread,
         stopping,
         checkpoint_thread,
+        sync_task,
         _lock: lock,
     })
 }

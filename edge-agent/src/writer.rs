@@ -59,6 +59,8 @@ pub struct Progress {
     pub last_seq: AtomicU64,
     pub batches: AtomicU64,
     pub commands: AtomicU64,
+    /// Woken after each commit that recorded events (sync waits on it).
+    pub committed: Arc<tokio::sync::Notify>,
 }
 
 /// The handle requests use; the writer thread stops once every handle is dropped, after it has
@@ -287,6 +289,9 @@ fn commit_batch(
             progress
                 .commands
                 .fetch_add(appends.len() as u64, Ordering::Relaxed);
+            if !appends.is_empty() {
+                progress.committed.notify_one();
+            }
             Ok(outcomes
                 .into_iter()
                 .map(|o| match o {

@@ -4,4 +4,5 @@
 
 pub mod keys;
 pub mod problem;
+pub mod streams;
 pub mod token;
