@@ -31,6 +31,19 @@ enum BenchWhat {
     /// Commands over HTTP against the edge and a bare axum handler; memory and start-up time
     /// over a large log.
     Edge(EdgeBench),
+    /// An edge's backlog replayed into a fresh JetStream stream, beside a raw pipelined publish
+    /// of the same bytes; commands keep being answered during the replay.
+    Sync(SyncBench),
+}
+
+#[derive(Debug, Args)]
+struct SyncBench {
+    /// Events in the backlog.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// The NATS server.
+    #[arg(long, env = "HMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +66,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match args.what {
         BenchWhat::Edge(bench) => runtime.block_on(edge(bench)),
+        BenchWhat::Sync(bench) => runtime.block_on(sync(bench)),
     }
 }
 
@@ -316,9 +330,8 @@ async fn edge(bench: EdgeBench) -> Result<()> {
     Ok(())
 }
 
-/// Fills a log with `events` events, then starts `hms edge` on it as its own process and
-/// measures the time until it answers and its resident memory after some commands.
-async fn large_log(events: u64) -> Result<()> {
+/// A fresh data directory with the development hospital and `events` registrations in its log.
+async fn filled_log(events: u64) -> Result<(tempfile::TempDir, EdgeConfig, DevHospital)> {
     let dir = tempfile::tempdir().context("a temporary data directory")?;
     let hospital = HospitalId::from_uuid(Uuid::now_v7());
     let mut config = EdgeConfig::new(dir.path().to_owned());
@@ -353,6 +366,7 @@ async fn large_log(events: u64) -> Result<()> {
                         phone: Some(Phone::parse("+254712345678").expect("a phone")),
                         region_code: Some(RegionCode::parse("KE-30").expect("a region")),
                     }))],
+                    traceparent: None,
                 })
                 .collect();
             log.append_batch(&batch)?;
@@ -368,6 +382,14 @@ async fn large_log(events: u64) -> Result<()> {
         "log of {events} events written in {:.1} s",
         filled.elapsed().as_secs_f64()
     );
+    Ok((dir, config, dev))
+}
+
+/// Starts `hms edge` on a log of `events` events as its own process and measures the time until
+/// it answers and its resident memory after some commands.
+async fn large_log(events: u64) -> Result<()> {
+    let (dir, _config, dev) = filled_log(events).await?;
+    let hospital = dev.hospital_id;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -440,4 +462,155 @@ async fn large_log(events: u64) -> Result<()> {
         rss_kib as f64 / 1024.0
     );
     Ok(())
+}
+
+async fn sync(bench: SyncBench) -> Result<()> {
+    println!(
+        "hms bench sync: a backlog of {} events replayed into JetStream at {}",
+        bench.events, bench.nats_url
+    );
+    let (dir, mut config, dev) = filled_log(bench.events).await?;
+    let client = async_nats::connect(bench.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to {}", bench.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+
+    // The raw limit: the same bytes, published with the same pipelining, into a fresh stream.
+    let bodies: Vec<(String, String, bytes::Bytes)> = {
+        let log = edge_agent::service::open_log(&config)?;
+        drop(log);
+        let conn = rusqlite::Connection::open(config.db_path())?;
+        let mut stmt = conn.prepare(
+            "SELECT event_id, org_id, aggregate_type, aggregate_id, envelope FROM events ORDER BY node_seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                format!(
+                    "{}.{}.{}",
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?
+                ),
+                bytes::Bytes::from(r.get::<_, String>(4)?),
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let bytes_each = bodies.iter().map(|b| b.2.len()).sum::<usize>() / bodies.len().max(1);
+    let raw_names = platform::streams::Names::new(&bench_prefix())?;
+    platform::streams::ensure_events_stream(
+        &js,
+        &raw_names,
+        platform::streams::DEFAULT_DUPLICATE_WINDOW,
+    )
+    .await?;
+    let started = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    for (event_id, subject, body) in bodies {
+        if in_flight.len() >= 256 {
+            let ack: async_nats::jetstream::context::PublishAckFuture =
+                in_flight.pop_front().expect("not empty");
+            ack.await?;
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event_id.as_str());
+        in_flight.push_back(
+            js.publish_with_headers(
+                format!("{}.events.{subject}", raw_names.prefix()),
+                headers,
+                body,
+            )
+            .await?,
+        );
+    }
+    for ack in in_flight {
+        ack.await?;
+    }
+    let raw_rate = bench.events as f64 / started.elapsed().as_secs_f64();
+    js.delete_stream(raw_names.events_stream()).await?;
+
+    // The edge's replay, through its sync task, while staff keep sending commands.
+    let names = platform::streams::Names::new(&bench_prefix())?;
+    config.listen = "127.0.0.1:0".parse()?;
+    config.sync = Some(edge_agent::sync::SyncConfig::new(
+        bench.nats_url.clone(),
+        names.clone(),
+    ));
+    let started = Instant::now();
+    let edge = edge_agent::start(config).await?;
+    let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
+        .load()?
+        .signer()
+        .context("the token key")?;
+    let token = signer.mint(&Claims::new(
+        dev.user(Role::Receptionist),
+        dev.hospital_id.into(),
+        vec![Role::Receptionist],
+        None,
+        3600,
+        platform::token::unix_now(),
+    ));
+    let url = format!("http://{}/v1/sync/status", edge.addr);
+    let commands_url = format!("http://{}/v1/commands", edge.addr);
+    let client = reqwest::Client::new();
+    let workload = Workload {
+        doctors: vec![dev.user(Role::Doctor)],
+        next_slot: AtomicU64::new(0),
+    };
+    let mut latencies = Vec::new();
+    let replayed = loop {
+        let status: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let sent = status["sent_node_seq"].as_u64().unwrap_or(0);
+        if sent >= bench.events {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the replay did not finish within 10 minutes: {status}");
+        }
+        // A command while the replay runs: it must be answered as usual.
+        let (_, body) = workload.registration();
+        let sent_at = Instant::now();
+        let r = client
+            .post(&commands_url)
+            .bearer_auth(&token)
+            .body(body.to_string())
+            .send()
+            .await?;
+        if r.status() != StatusCode::CREATED {
+            bail!("a command during the replay failed: {}", r.status());
+        }
+        latencies.push(sent_at.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    edge.stop().await?;
+    let edge_rate = bench.events as f64 / replayed.as_secs_f64();
+    latencies.sort();
+    let p99 = latencies
+        .get((latencies.len() as f64 * 0.99) as usize)
+        .or(latencies.last())
+        .copied()
+        .unwrap_or_default();
+    js.delete_stream(names.events_stream()).await?;
+    println!(
+        "raw pipelined publish (256 acks in flight) {raw_rate:>9.0} events/s   ({bytes_each} bytes each)"
+    );
+    println!("edge replay of its log                    {edge_rate:>9.0} events/s");
+    println!(
+        "ratio edge / raw publish: {:.2} (target >= 0.80); {} commands answered during the replay, p99 {:.2} ms",
+        edge_rate / raw_rate,
+        latencies.len(),
+        p99.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn bench_prefix() -> String {
+    format!("bench{}", &Uuid::now_v7().simple().to_string()[20..])
 }

@@ -88,6 +88,7 @@ fn main() {
                     })
                     .into(),
                 ],
+                traceparent: None,
             })
             .collect();
         let start = Instant::now();

@@ -252,6 +252,7 @@ async fn post_command(
         parsed,
         actor,
         correlation_id: correlation_id(&headers),
+        traceparent: traceparent(&headers),
     };
     match app.writer.submit(request).await {
         Reply::Recorded(result) => Ok((StatusCode::CREATED, Json(result)).into_response()),
@@ -259,6 +260,19 @@ async fn post_command(
         Reply::Refused(rejection) => Err(rejection.into()),
         Reply::Failed(detail) => Err(ApiError::Internal(detail)),
     }
+}
+
+/// A well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), as sent.
+fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then(|| value.to_owned())
 }
 
 /// The trace id of a W3C `traceparent`, so the events of a request share its trace; a fresh id

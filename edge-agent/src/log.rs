@@ -33,7 +33,10 @@ CREATE TABLE IF NOT EXISTS node (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     node_id TEXT NOT NULL,
     hospital_id TEXT NOT NULL,
-    public_key TEXT NOT NULL
+    public_key TEXT NOT NULL,
+    -- The node_seq of the last event committed, kept in the same transactions: a log cut
+    -- short is found at start without counting its rows.
+    last_node_seq INTEGER NOT NULL DEFAULT 0
 );
 -- The events this node recorded, in its own order.
 CREATE TABLE IF NOT EXISTS events (
@@ -47,6 +50,9 @@ CREATE TABLE IF NOT EXISTS events (
     aggregate_version INTEGER NOT NULL,
     event_type TEXT NOT NULL,
     command_id TEXT NOT NULL,
+    -- The tenant (the subject's second token) and the W3C trace of the command, for sync.
+    org_id TEXT NOT NULL,
+    traceparent TEXT,
     envelope TEXT NOT NULL,
     UNIQUE (aggregate_id, aggregate_version)
 );
@@ -145,6 +151,8 @@ pub struct Append {
     pub actor: envelope::Actor,
     pub occurred_at: Timestamp,
     pub events: Vec<Decided>,
+    /// The W3C `traceparent` of the request, carried with the events to JetStream.
+    pub traceparent: Option<String>,
 }
 
 /// An event another node recorded, with the state of its aggregate after it here.
@@ -195,6 +203,7 @@ impl EventLog {
             path: path_text.clone(),
             source,
         };
+        check_file_length(path)?;
         let conn = Connection::open(path).map_err(sql)?;
         // A second connection (a reader) may hold the file briefly: wait rather than fail.
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -284,6 +293,7 @@ impl EventLog {
         if !path.exists() {
             return Ok(None);
         }
+        check_file_length(path)?;
         let path_text = path.display().to_string();
         let sql = |source| LogError::Sqlite {
             path: path_text.clone(),
@@ -338,24 +348,33 @@ impl EventLog {
         }
     }
 
-    /// Reads where the chain stands, checking that the sequence has no gap and that the last
-    /// event is intact and this node's.
+    /// Reads where the chain stands, checking that the log ends where its last commit left it
+    /// and that the last event is intact and this node's. Constant time, whatever the size of
+    /// the log: a gap further back is found by the full verification ([`verify_file`]).
     fn check_tail(&mut self) -> Result<(), LogError> {
-        let (count, max): (i64, Option<i64>) = self
+        let (recorded, max): (i64, Option<i64>) = self
             .conn
-            .query_row("SELECT COUNT(*), MAX(node_seq) FROM events", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT (SELECT last_node_seq FROM node WHERE id = 1), MAX(node_seq) FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(|e| self.sql(e))?;
-        let Some(max) = max else {
-            return Ok(());
-        };
-        let (count, max) = (count as u64, max as u64);
-        if max != count {
+        let (recorded, max) = (recorded as u64, max.unwrap_or(0) as u64);
+        if max < recorded {
             return Err(self.damaged(format!(
-                "{count} events but the last node_seq is {max}: events are missing \
-                 (run a full verification to find the first gap)"
+                "the log was cut short: it ends at node_seq {max} but node_seq {recorded} was \
+                 committed, so events {} to {recorded} are missing",
+                max + 1
             )));
+        }
+        if max > recorded {
+            return Err(self.damaged(format!(
+                "events after node_seq {recorded} (up to {max}) were added outside this edge"
+            )));
+        }
+        if max == 0 {
+            return Ok(());
         }
         let text: String = self
             .conn
@@ -498,8 +517,9 @@ impl EventLog {
             let mut insert_event = tx
                 .prepare_cached(
                     "INSERT INTO events (node_seq, position, event_id, aggregate_type, \
-                     aggregate_id, aggregate_version, event_type, command_id, envelope) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     aggregate_id, aggregate_version, event_type, command_id, org_id, \
+                     traceparent, envelope) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(sql)?;
             let mut insert_result = tx
@@ -569,6 +589,8 @@ impl EventLog {
                             version as i64,
                             sealed.event_type,
                             append.command_id.to_string(),
+                            sealed.org_id.to_string(),
+                            append.traceparent,
                             text,
                         ])
                         .map_err(sql)?;
@@ -595,6 +617,11 @@ impl EventLog {
                 outcomes.push(Outcome::Recorded(result));
             }
         }
+        tx.execute(
+            "UPDATE node SET last_node_seq = ?1 WHERE id = 1",
+            [seq as i64],
+        )
+        .map_err(sql)?;
         let before_commit = std::time::Instant::now();
         tx.commit().map_err(sql)?;
         tracing::debug!(
@@ -765,4 +792,44 @@ impl Checkpointer {
                 source,
             })
     }
+}
+
+/// Refuses a database file shorter than its own header says it is (a copy or a disk that cut
+/// it short), before SQLite would serve the pages that remain. Constant time: reads the header.
+fn check_file_length(path: &Path) -> Result<(), LogError> {
+    use std::io::Read;
+    let damaged = |detail: String| LogError::Damaged {
+        path: path.display().to_string(),
+        detail,
+    };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(()); // a new log
+    };
+    let length = file
+        .metadata()
+        .map_err(|e| damaged(format!("its size cannot be read: {e}")))?
+        .len();
+    let mut header = [0u8; 100];
+    if length == 0 {
+        return Ok(());
+    }
+    if file.read_exact(&mut header).is_err() || !header.starts_with(b"SQLite format 3\0") {
+        return Err(damaged(format!(
+            "it is not an SQLite database ({length} bytes, no valid header)"
+        )));
+    }
+    let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(be32(28));
+    // The size in the header is valid only when written by the same change (SQLite's rule).
+    if be32(24) == be32(92) && pages * page_size > length {
+        return Err(damaged(format!(
+            "the file is cut short: {length} bytes, but it holds {pages} pages of {page_size} \
+             bytes; restore it from a copy"
+        )));
+    }
+    Ok(())
 }

@@ -4,7 +4,6 @@
 //! resumes from the first event not acknowledged. Commands never wait for it: it reads the log
 //! through its own connection, and nothing is ever deleted from the log.
 
-use domain::envelope::Envelope;
 use platform::streams::{self, Names};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -94,6 +93,7 @@ struct Pending {
     node_seq: u64,
     subject: String,
     event_id: String,
+    traceparent: Option<String>,
     body: bytes::Bytes,
 }
 
@@ -109,32 +109,31 @@ impl Outbox {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT node_seq, event_id, envelope FROM events WHERE node_seq > ?1 \
-                 ORDER BY node_seq LIMIT ?2",
+                "SELECT node_seq, event_id, org_id, aggregate_type, aggregate_id, traceparent, \
+                 envelope FROM events WHERE node_seq > ?1 ORDER BY node_seq LIMIT ?2",
             )
             .map_err(|e| e.to_string())?;
         let rows = stmt
             .query_map(params![after as i64, ROUND as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
+                let node_seq: i64 = r.get(0)?;
+                // The subject of ARCHITECTURE.md, as `Envelope::subject` makes it.
+                let subject = format!(
+                    "{}.events.{}.{}.{}",
+                    names.prefix(),
                     r.get::<_, String>(2)?,
-                ))
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?
+                );
+                Ok(Pending {
+                    node_seq: node_seq as u64,
+                    subject,
+                    event_id: r.get(1)?,
+                    traceparent: r.get(5)?,
+                    body: bytes::Bytes::from(r.get::<_, String>(6)?),
+                })
             })
             .map_err(|e| e.to_string())?;
-        let mut pending = Vec::new();
-        for row in rows {
-            let (node_seq, event_id, text) = row.map_err(|e| e.to_string())?;
-            let envelope: Envelope = serde_json::from_str(&text)
-                .map_err(|e| format!("event at node_seq {node_seq} cannot be read: {e}"))?;
-            pending.push(Pending {
-                node_seq: node_seq as u64,
-                subject: envelope.subject(names.prefix()),
-                event_id,
-                body: bytes::Bytes::from(text),
-            });
-        }
-        Ok(pending)
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
 
     fn record(&self, sent: u64, events: usize, error: Option<&str>) -> rusqlite::Result<()> {
@@ -300,6 +299,9 @@ async fn publish(
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.event_id.as_str());
+        if let Some(traceparent) = &event.traceparent {
+            headers.insert("traceparent", traceparent.as_str());
+        }
         let ack = js
             .publish_with_headers(event.subject, headers, event.body)
             .await

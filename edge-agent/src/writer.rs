@@ -43,6 +43,8 @@ pub struct CommandRequest {
     pub actor: Actor,
     /// Ties the command's events to the request's trace.
     pub correlation_id: Uuid,
+    /// The request's W3C `traceparent`, kept with its events for sync.
+    pub traceparent: Option<String>,
 }
 
 // Commands are the hot path and imports rare: not boxing commands saves an allocation each.
@@ -263,6 +265,7 @@ fn commit_batch(
                 },
                 occurred_at: meta.at,
                 events,
+                traceparent: request.traceparent.clone(),
             });
         }
         facts.into_changes()

@@ -67,6 +67,7 @@ fn append(command: u128, events: Vec<Event>) -> Append {
         },
         occurred_at: Timestamp::parse("2026-11-23T10:00:00Z").unwrap(),
         events: events.into_iter().map(Into::into).collect(),
+        traceparent: None,
     }
 }
 
@@ -270,7 +271,23 @@ fn a_damaged_last_event_refuses_the_log_at_start() {
 }
 
 #[test]
-fn a_missing_event_refuses_the_log_at_start() {
+fn a_log_cut_short_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.sqlite");
+    filled(&path);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("DELETE FROM events WHERE node_seq >= 2", [])
+        .unwrap();
+    drop(conn);
+    let err = EventLog::open(&path, identity(), key()).unwrap_err();
+    assert!(
+        err.to_string().contains("events 2 to 3 are missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_event_missing_in_the_middle_is_found_by_verification() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.sqlite");
     filled(&path);
@@ -278,8 +295,9 @@ fn a_missing_event_refuses_the_log_at_start() {
     conn.execute("DELETE FROM events WHERE node_seq = 2", [])
         .unwrap();
     drop(conn);
-    let err = EventLog::open(&path, identity(), key()).unwrap_err();
-    assert!(err.to_string().contains("missing"), "{err}");
+    let log = EventLog::open(&path, identity(), key()).unwrap();
+    let err = log.verify().unwrap_err();
+    assert!(err.to_string().contains("node_seq"), "{err}");
 }
 
 #[test]
