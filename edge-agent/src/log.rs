@@ -352,13 +352,16 @@ impl EventLog {
     /// and that the last event is intact and this node's. Constant time, whatever the size of
     /// the log: a gap further back is found by the full verification ([`verify_file`]).
     fn check_tail(&mut self) -> Result<(), LogError> {
-        let (recorded, max): (i64, Option<i64>) = self
+        let recorded: i64 = self
             .conn
-            .query_row(
-                "SELECT (SELECT last_node_seq FROM node WHERE id = 1), MAX(node_seq) FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT last_node_seq FROM node WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.sql(e))?;
+        // On its own so that SQLite answers it from the end of the rowid tree, not by a scan.
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(node_seq) FROM events", [], |r| r.get(0))
             .map_err(|e| self.sql(e))?;
         let (recorded, max) = (recorded as u64, max.unwrap_or(0) as u64);
         if max < recorded {
