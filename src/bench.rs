@@ -262,18 +262,7 @@ async fn edge(bench: EdgeBench) -> Result<()> {
         .receive(dev.history.clone())
         .await
         .map_err(|e| anyhow::anyhow!("seeding the edge: {e}"))?;
-    let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
-        .load()?
-        .signer()
-        .context("the token key")?;
-    let token = signer.mint(&Claims::new(
-        dev.user(Role::Receptionist),
-        hospital.into(),
-        vec![Role::Receptionist],
-        None,
-        3600,
-        platform::token::unix_now(),
-    ));
+    let token = receptionist_token(dir.path(), &dev)?;
     let workload = Arc::new(Workload {
         doctors: dev
             .staff
@@ -389,7 +378,6 @@ async fn filled_log(events: u64) -> Result<(tempfile::TempDir, EdgeConfig, DevHo
 /// it answers and its resident memory after some commands.
 async fn large_log(events: u64) -> Result<()> {
     let (dir, _config, dev) = filled_log(events).await?;
-    let hospital = dev.hospital_id;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -416,18 +404,7 @@ async fn large_log(events: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let start_up = started.elapsed();
-    let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
-        .load()?
-        .signer()
-        .context("the token key")?;
-    let token = signer.mint(&Claims::new(
-        dev.user(Role::Receptionist),
-        hospital.into(),
-        vec![Role::Receptionist],
-        None,
-        3600,
-        platform::token::unix_now(),
-    ));
+    let token = receptionist_token(dir.path(), &dev)?;
     let workload = Workload {
         doctors: vec![dev.user(Role::Doctor)],
         next_slot: AtomicU64::new(0),
@@ -477,8 +454,6 @@ async fn sync(bench: SyncBench) -> Result<()> {
 
     // The raw limit: the same bytes, published with the same pipelining, into a fresh stream.
     let bodies: Vec<(String, String, bytes::Bytes)> = {
-        let log = edge_agent::service::open_log(&config)?;
-        drop(log);
         let conn = rusqlite::Connection::open(config.db_path())?;
         let mut stmt = conn.prepare(
             "SELECT event_id, org_id, aggregate_type, aggregate_id, envelope FROM events ORDER BY node_seq",
@@ -539,18 +514,7 @@ async fn sync(bench: SyncBench) -> Result<()> {
     ));
     let started = Instant::now();
     let edge = edge_agent::start(config).await?;
-    let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
-        .load()?
-        .signer()
-        .context("the token key")?;
-    let token = signer.mint(&Claims::new(
-        dev.user(Role::Receptionist),
-        dev.hospital_id.into(),
-        vec![Role::Receptionist],
-        None,
-        3600,
-        platform::token::unix_now(),
-    ));
+    let token = receptionist_token(dir.path(), &dev)?;
     let url = format!("http://{}/v1/sync/status", edge.addr);
     let commands_url = format!("http://{}/v1/commands", edge.addr);
     let client = reqwest::Client::new();
@@ -613,4 +577,21 @@ async fn sync(bench: SyncBench) -> Result<()> {
 
 fn bench_prefix() -> String {
     format!("bench{}", &Uuid::now_v7().simple().to_string()[20..])
+}
+
+/// A token of the development hospital's receptionist, signed with the keys the edge made in
+/// its data directory.
+fn receptionist_token(data_dir: &std::path::Path, dev: &DevHospital) -> Result<String> {
+    let signer = platform::keys::resolve_jwt_keys(None, None, data_dir)?
+        .load()?
+        .signer()
+        .context("the token key")?;
+    Ok(signer.mint(&Claims::new(
+        dev.user(Role::Receptionist),
+        dev.hospital_id.into(),
+        vec![Role::Receptionist],
+        None,
+        3600,
+        platform::token::unix_now(),
+    )))
 }

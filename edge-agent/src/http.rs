@@ -237,13 +237,8 @@ async fn post_command(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))?;
     let (_, kind) = wire::peek(&value)?;
-    if kind.module() != "hospital" {
-        return Err(Rejection::forbidden(format!(
-            "{} is a central command: send it to the command service, not to a site's edge agent",
-            kind.as_str()
-        ))
-        .into());
-    }
+    // Refused before the full parse: central commands may carry a password to hash.
+    crate::writer::hospital_command(kind)?;
     // Hospital commands carry no password: nothing here is ever hashed.
     let parsed = wire::parse_command(&value, &mut |_| {
         unreachable!("only central commands carry a password")

@@ -625,12 +625,7 @@ impl EventLog {
             [seq as i64],
         )
         .map_err(sql)?;
-        let before_commit = std::time::Instant::now();
         tx.commit().map_err(sql)?;
-        tracing::debug!(
-            commit_us = before_commit.elapsed().as_micros() as u64,
-            "commit"
-        );
         // Only a committed batch moves the chain forward.
         self.last_seq = seq;
         self.last_hash = prev_hash;

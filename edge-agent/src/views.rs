@@ -279,11 +279,7 @@ pub fn patient_record(conn: &Connection, patient: PatientId) -> rusqlite::Result
         "registered_at": registered_at, "updated_at": updated_at,
         "diagnoses": [], "notes": [], "prescriptions": [], "lab_orders": [],
     });
-    if let (Value::Object(fields), Ok(Value::Object(details))) =
-        (&mut record, serde_json::from_str::<Value>(&details))
-    {
-        fields.extend(details);
-    }
+    with_details(&mut record, &details);
     let mut stmt = conn.prepare_cached(
         "SELECT kind, body FROM patient_entries_view WHERE patient_id = ?1 ORDER BY position",
     )?;
@@ -304,6 +300,15 @@ pub fn patient_record(conn: &Connection, patient: PatientId) -> rusqlite::Result
         }
     }
     Ok(Some(record))
+}
+
+/// Adds the stored patient details (name, birth date, …) to a patient's JSON.
+fn with_details(patient: &mut Value, details: &str) {
+    if let (Value::Object(fields), Ok(Value::Object(details))) =
+        (patient, serde_json::from_str::<Value>(details))
+    {
+        fields.extend(details);
+    }
 }
 
 /// Patients of a hospital whose name contains `q` (any case) or whose national id is `q`,
@@ -337,11 +342,7 @@ pub fn search_patients(
     for row in rows {
         let (patient_id, merged_into, details) = row?;
         let mut item = json!({"patient_id": patient_id, "merged_into": merged_into});
-        if let (Value::Object(fields), Ok(Value::Object(details))) =
-            (&mut item, serde_json::from_str::<Value>(&details))
-        {
-            fields.extend(details);
-        }
+        with_details(&mut item, &details);
         found.push(item);
     }
     Ok(found)

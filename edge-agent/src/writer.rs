@@ -6,7 +6,7 @@
 
 use crate::facts::{BatchFacts, StateCache, Undo};
 use crate::log::{Append, CommandResult, Decided, EventLog, Inbound, LogError, Outcome};
-use domain::command::{Actor, CommandMeta};
+use domain::command::{Actor, CommandKind, CommandMeta};
 use domain::envelope::{self, Envelope};
 use domain::rejection::Rejection;
 use domain::state::Stamp;
@@ -218,7 +218,7 @@ fn commit_batch(
                 actor: request.actor.clone(),
                 at: Timestamp::new(chrono::Utc::now()),
             };
-            let decision = hospital_command(&request.parsed)
+            let decision = hospital_command(request.parsed.command.kind())
                 .and_then(|()| domain::decide::decide(&request.parsed.command, &meta, &facts));
             if let Some(e) = facts.take_error() {
                 steps.push(Step::Done(failed(command_id, &e)));
@@ -331,8 +331,7 @@ fn commit_batch(
 }
 
 /// The edge takes the hospital's own commands; the others belong to the command service.
-fn hospital_command(parsed: &ParsedCommand) -> Result<(), Rejection> {
-    let kind = parsed.command.kind();
+pub fn hospital_command(kind: CommandKind) -> Result<(), Rejection> {
     if kind.module() == "hospital" {
         Ok(())
     } else {
