@@ -3,7 +3,7 @@
 //! first. `nats/streams.json` mirrors these definitions for the default prefix; a test holds the
 //! two together.
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 use std::time::Duration;
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-sent event. Short on purpose
@@ -49,7 +49,7 @@ impl Names {
 
     /// `HMS_EVENTS` for the default prefix `hms`: the canonical history.
     pub fn events_stream(&self) -> String {
-        format!("{}_EVENTS", self.prefix.to_uppercase().replace('-', "_"))
+        format!("{}_EVENTS", self.upper())
     }
 
     /// Every event subject: `<prefix>.events.>`.
@@ -60,6 +60,48 @@ impl Names {
     /// The subjects of one hospital's (or insurer's) events.
     pub fn org_subjects(&self, org: &str) -> String {
         format!("{}.events.{org}.>", self.prefix)
+    }
+
+    /// Every organisation's events of one aggregate type (`plan`, `insurer`): the reference
+    /// data an edge keeps for offline work.
+    pub fn type_subjects(&self, aggregate_type: &str) -> String {
+        format!("{}.events.*.{aggregate_type}.>", self.prefix)
+    }
+
+    /// `HMS_PUBLIC`: the anonymised public-health facts, the only stream analysts may read.
+    pub fn public_stream(&self) -> String {
+        format!("{}_PUBLIC", self.upper())
+    }
+
+    /// `<prefix>.public.>`.
+    pub fn public_subjects(&self) -> String {
+        format!("{}.public.>", self.prefix)
+    }
+
+    /// `HMS_CONFIRMED`: KV bucket, key = origin node id, value = the highest `node_seq` of that
+    /// node the audit projector has committed (the *confirmed* mark, ARCHITECTURE.md).
+    pub fn confirmed_bucket(&self) -> String {
+        format!("{}_CONFIRMED", self.upper())
+    }
+
+    /// `HMS_SYNC_STATUS`: KV bucket, key = edge node id, value = that edge's sync status (JSON).
+    pub fn sync_status_bucket(&self) -> String {
+        format!("{}_SYNC_STATUS", self.upper())
+    }
+
+    /// The durable consumer through which an edge receives one feed (`org`, `plans`, ...).
+    pub fn edge_consumer(&self, node_id: &str, feed: &str) -> String {
+        format!("edge_{node_id}_{feed}")
+    }
+
+    /// The inbox prefix of an edge's connection: replies (pulled messages among them) go to
+    /// subjects only this edge may subscribe to.
+    pub fn edge_inbox(&self, node_id: &str) -> String {
+        format!("_INBOX_{node_id}")
+    }
+
+    fn upper(&self) -> String {
+        self.prefix.to_uppercase().replace('-', "_")
     }
 }
 
@@ -88,13 +130,112 @@ pub fn events_config(names: &Names, duplicate_window: Duration) -> stream::Confi
     }
 }
 
+/// The definition of the public stream: anonymised facts only (the public-health projector
+/// publishes them; analysts read nothing else).
+pub fn public_config(names: &Names, duplicate_window: Duration) -> stream::Config {
+    stream::Config {
+        name: names.public_stream(),
+        description: Some(
+            "Anonymised public-health facts: no identifiers, for analysts to subscribe to".into(),
+        ),
+        subjects: vec![names.public_subjects()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: Duration::ZERO,
+        max_messages: -1,
+        max_bytes: -1,
+        duplicate_window,
+        max_consumers: -1,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// A KV bucket as the stream that holds it (`KV_<bucket>`, subjects `$KV.<bucket>.>`): one
+/// value per key, the last write wins. Created as a stream because async-nats 0.51's
+/// `create_key_value` first asks for account details that nats-server 2.9 answers in a shape it
+/// cannot read; this is the configuration it would send.
+fn bucket_config(bucket: String, description: &str, max_value_size: i32) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_messages: -1,
+        max_bytes: -1,
+        max_consumers: -1,
+        max_message_size: max_value_size,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The confirmation bucket: per origin node (the key), the highest `node_seq` the audit
+/// projector has committed, as a decimal number.
+pub fn confirmed_bucket_config(names: &Names) -> stream::Config {
+    bucket_config(
+        names.confirmed_bucket(),
+        "Per origin node: the highest node_seq the audit projector has committed",
+        64,
+    )
+}
+
+/// The sync-status bucket: per edge node (the key), its last reported sync status as JSON.
+pub fn sync_status_bucket_config(names: &Names) -> stream::Config {
+    bucket_config(
+        names.sync_status_bucket(),
+        "Per edge node: its last reported sync status",
+        8 * 1024,
+    )
+}
+
+/// Opens a KV bucket (defined by one of the `*_bucket_config` functions), creating it first if
+/// no process has yet.
+pub async fn ensure_bucket(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<kv::Store, StreamError> {
+    let bucket = config.name.trim_start_matches("KV_").to_owned();
+    if let Ok(store) = js.get_key_value(&bucket).await {
+        return Ok(store);
+    }
+    ensure_stream(js, config).await?;
+    js.get_key_value(&bucket)
+        .await
+        .map_err(|e| StreamError::Setup {
+            name: bucket.clone(),
+            detail: e.to_string(),
+        })
+}
+
+/// Creates the public stream, or brings an existing one to this definition.
+pub async fn ensure_public_stream(
+    js: &jetstream::Context,
+    names: &Names,
+    duplicate_window: Duration,
+) -> Result<stream::Info, StreamError> {
+    ensure_stream(js, public_config(names, duplicate_window)).await
+}
+
 /// Creates the events stream, or brings an existing one to this definition.
 pub async fn ensure_events_stream(
     js: &jetstream::Context,
     names: &Names,
     duplicate_window: Duration,
 ) -> Result<stream::Info, StreamError> {
-    let config = events_config(names, duplicate_window);
+    ensure_stream(js, events_config(names, duplicate_window)).await
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Info, StreamError> {
     let name = config.name.clone();
     let setup = |detail: String| StreamError::Setup {
         name: name.clone(),

@@ -47,17 +47,47 @@ fn the_readable_copy_in_nats_matches_the_code() {
     let text = std::fs::read_to_string(path).unwrap();
     let copy: serde_json::Value = serde_json::from_str(&text).unwrap();
     let names = Names::new("hms").unwrap();
-    let code = serde_json::to_value(streams::events_config(
-        &names,
-        streams::DEFAULT_DUPLICATE_WINDOW,
-    ))
-    .unwrap();
+    let window = streams::DEFAULT_DUPLICATE_WINDOW;
+    for config in [
+        streams::events_config(&names, window),
+        streams::public_config(&names, window),
+        streams::confirmed_bucket_config(&names),
+        streams::sync_status_bucket_config(&names),
+    ] {
+        let code = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            copy[&config.name],
+            code,
+            "nats/streams.json is out of date; the definition of {} in code is:\n{}",
+            config.name,
+            serde_json::to_string_pretty(&code).unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn buckets_are_created_once_and_shared() {
+    let js = jetstream().await;
+    let names = Names::new(&prefix()).unwrap();
+    let first = streams::ensure_bucket(&js, streams::confirmed_bucket_config(&names))
+        .await
+        .unwrap();
+    first.put("node-a", "41".into()).await.unwrap();
+    let again = streams::ensure_bucket(&js, streams::confirmed_bucket_config(&names))
+        .await
+        .unwrap();
+    assert_eq!(again.get("node-a").await.unwrap().unwrap(), "41");
+    js.delete_stream(format!("KV_{}", names.confirmed_bucket()))
+        .await
+        .unwrap();
+    let public = streams::ensure_public_stream(&js, &names, Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(
-        copy["HMS_EVENTS"],
-        code,
-        "nats/streams.json is out of date; the definition in code is:\n{}",
-        serde_json::to_string_pretty(&code).unwrap()
+        public.config.subjects,
+        vec![format!("{}.public.>", names.prefix())]
     );
+    js.delete_stream(names.public_stream()).await.unwrap();
 }
 
 #[test]
@@ -65,5 +95,12 @@ fn a_prefix_that_cannot_be_a_subject_token_is_refused() {
     for bad in ["", "a.b", "a b", "a>", "*", &"x".repeat(33)] {
         assert!(Names::new(bad).is_err(), "{bad:?}");
     }
-    assert_eq!(Names::new("hms").unwrap().events_stream(), "HMS_EVENTS");
+    let names = Names::new("hms").unwrap();
+    assert_eq!(names.events_stream(), "HMS_EVENTS");
+    assert_eq!(names.public_stream(), "HMS_PUBLIC");
+    assert_eq!(names.confirmed_bucket(), "HMS_CONFIRMED");
+    assert_eq!(
+        Names::new("t-1").unwrap().sync_status_bucket(),
+        "T_1_SYNC_STATUS"
+    );
 }
