@@ -66,6 +66,24 @@ pub struct EdgeOpts {
     /// Work without sync (the log keeps everything for later).
     #[arg(long, global = true)]
     offline: bool,
+    /// Seconds events may stay sent but unconfirmed before they are sent again.
+    #[arg(
+        long,
+        env = "HMS_SYNC_CONFIRM_TIMEOUT_SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        global = true
+    )]
+    confirm_timeout_secs: u64,
+    /// Seconds between two reports of the sync status to the central bucket.
+    #[arg(
+        long,
+        env = "HMS_SYNC_STATUS_INTERVAL_SECS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=15),
+        global = true
+    )]
+    status_interval_secs: u64,
 }
 
 impl EdgeOpts {
@@ -79,10 +97,10 @@ impl EdgeOpts {
         config.jwt_public_key = self.jwt_public_key.clone();
         if !self.offline {
             let names = platform::streams::Names::new(&self.subject_prefix)?;
-            config.sync = Some(edge_agent::sync::SyncConfig::new(
-                self.nats_url.clone(),
-                names,
-            ));
+            let mut sync = edge_agent::sync::SyncConfig::new(self.nats_url.clone(), names);
+            sync.confirm_timeout = std::time::Duration::from_secs(self.confirm_timeout_secs);
+            sync.status_interval = std::time::Duration::from_secs(self.status_interval_secs);
+            config.sync = Some(sync);
         }
         Ok(config)
     }

@@ -30,16 +30,18 @@ pub trait ConflictFacts: Facts {
     ) -> Vec<PatientId>;
 }
 
+/// The event types that answer a clash (conflict notices, as sync status counts them).
+pub const ANSWER_EVENT_TYPES: [&str; 5] = [
+    "AppointmentConflictDetected",
+    "StockDiscrepancyFlagged",
+    "ClaimAmendmentRejected",
+    "DuplicatePatientSuspected",
+    "TransitionRejected",
+];
+
 /// Whether an event is itself an answer to a clash (answers are never answered).
 pub fn is_answer(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::AppointmentConflictDetected(_)
-            | Event::StockDiscrepancyFlagged(_)
-            | Event::ClaimAmendmentRejected(_)
-            | Event::DuplicatePatientSuspected(_)
-            | Event::TransitionRejected(_)
-    )
+    ANSWER_EVENT_TYPES.contains(&event.event_type())
 }
 
 /// The events that answer `arriving`, given what was known from every event before it in

@@ -562,3 +562,10 @@ fn answers_are_never_answered() {
     };
     assert!(answer(&central, &conflict, &stamp).is_empty());
 }
+
+#[test]
+fn every_answer_type_is_an_event_type() {
+    for name in domain::conflict::ANSWER_EVENT_TYPES {
+        assert!(domain::event::Event::TYPES.contains(&name), "{name}");
+    }
+}

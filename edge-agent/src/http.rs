@@ -415,25 +415,13 @@ async fn sync_status(
     Staff(actor): Staff,
 ) -> Result<Json<Value>, ApiError> {
     require_staff(&actor)?;
-    let last_seq = app
-        .writer
-        .progress()
-        .last_seq
-        .load(std::sync::atomic::Ordering::Relaxed);
     let sync = app.sync.lock().expect("sync state").clone();
-    Ok(Json(json!({
-        "node_id": app.identity.node_id,
-        "hospital_id": app.identity.hospital_id,
-        "last_node_seq": last_seq,
-        "sync": if sync.configured { "configured" } else { "not configured" },
-        "connected": sync.connected,
-        "sent_node_seq": sync.sent_node_seq,
-        "confirmed_node_seq": sync.confirmed_node_seq,
-        "pending_events": last_seq.saturating_sub(sync.sent_node_seq),
-        "sent_unconfirmed_events": sync.sent_node_seq.saturating_sub(sync.confirmed_node_seq),
-        "last_success_at": sync.last_success_at,
-        "last_error": sync.last_error,
-    })))
+    let identity = app.identity;
+    let status = app
+        .readers
+        .with(move |conn| crate::sync::status(conn, identity, &sync))
+        .await?;
+    Ok(Json(status))
 }
 
 async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS inbound (
     UNIQUE (origin_node, origin_seq)
 );
 CREATE INDEX IF NOT EXISTS inbound_by_aggregate ON inbound (aggregate_id, aggregate_version);
+CREATE INDEX IF NOT EXISTS inbound_by_type ON inbound (event_type);
 -- What each command answered, for idempotent retries.
 CREATE TABLE IF NOT EXISTS commands (
     command_id TEXT PRIMARY KEY,

@@ -266,6 +266,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let sync_task = config.sync.clone().map(|sync| {
         tokio::spawn(crate::sync::run_outbound(
             db.clone(),
+            identity,
             sync,
             sync_state.clone(),
             writer.progress().committed.clone(),

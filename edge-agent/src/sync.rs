@@ -4,6 +4,7 @@
 //! resumes from the first event not acknowledged. Commands never wait for it: it reads the log
 //! through its own connection, and nothing is ever deleted from the log.
 
+use async_nats::jetstream::kv;
 use platform::streams::{self, Names};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -43,6 +44,11 @@ pub struct SyncConfig {
     pub duplicate_window: Duration,
     /// The longest wait between two attempts after errors.
     pub max_backoff: Duration,
+    /// How long events may stay sent but unconfirmed before they are sent again (doubling,
+    /// up to an hour, while the confirmation does not move).
+    pub confirm_timeout: Duration,
+    /// How often the status is published to the sync-status bucket while connected.
+    pub status_interval: Duration,
 }
 
 impl SyncConfig {
@@ -52,6 +58,8 @@ impl SyncConfig {
             names,
             duplicate_window: streams::DEFAULT_DUPLICATE_WINDOW,
             max_backoff: Duration::from_secs(30),
+            confirm_timeout: Duration::from_secs(120),
+            status_interval: Duration::from_secs(15),
         }
     }
 }
@@ -63,8 +71,14 @@ pub struct SyncState {
     pub connected: bool,
     pub sent_node_seq: u64,
     pub confirmed_node_seq: u64,
+    /// Whether a confirmation bucket exists to read the confirmed mark from (the audit
+    /// projector makes it); without one nothing is re-sent for want of confirmation.
+    pub confirmation_available: bool,
+    /// How many times unconfirmed events were sent again.
+    pub resends: u64,
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
+    pub last_status_published_at: Option<String>,
 }
 
 pub type SharedState = Arc<Mutex<SyncState>>;
@@ -85,8 +99,69 @@ pub fn read_marks(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
     Ok(marks.map_or((0, 0), |(s, c)| (s as u64, c as u64)))
 }
 
+/// The sync status of this edge, as `GET /v1/sync/status` answers it and as it is published to
+/// the sync-status bucket: the marks, what waits, the age of the oldest event not yet sent, and
+/// the conflict notices received.
+pub fn status(
+    conn: &Connection,
+    identity: crate::log::Identity,
+    sync: &SyncState,
+) -> rusqlite::Result<serde_json::Value> {
+    let last_seq: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(node_seq), 0) FROM events")?
+        .query_row([], |r| r.get(0))?;
+    let last_seq = last_seq as u64;
+    // The sent mark kept in the log is the truth when the task has not yet read it.
+    let (kept_sent, kept_confirmed) = read_marks(conn)?;
+    let sent = sync.sent_node_seq.max(kept_sent);
+    let confirmed = sync.confirmed_node_seq.max(kept_confirmed);
+    let oldest_pending: Option<String> = conn
+        .prepare_cached(
+            "SELECT json_extract(envelope, '$.occurred_at') FROM events WHERE node_seq = ?1",
+        )?
+        .query_row([(sent + 1) as i64], |r| r.get(0))
+        .optional()?;
+    let oldest_pending_age_seconds = oldest_pending
+        .as_deref()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| {
+            (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+                .num_seconds()
+                .max(0)
+        });
+    let conflicts: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM inbound WHERE event_type IN ({})",
+            domain::conflict::ANSWER_EVENT_TYPES
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?
+        .query_row([], |r| r.get(0))?;
+    Ok(serde_json::json!({
+        "node_id": identity.node_id,
+        "hospital_id": identity.hospital_id,
+        "last_node_seq": last_seq,
+        "sync": if sync.configured { "configured" } else { "not configured" },
+        "connected": sync.connected,
+        "sent_node_seq": sent,
+        "confirmed_node_seq": confirmed,
+        "confirmation_available": sync.confirmation_available,
+        "pending_events": last_seq.saturating_sub(sent),
+        "sent_unconfirmed_events": sent.saturating_sub(confirmed),
+        "oldest_pending_at": oldest_pending,
+        "oldest_pending_age_seconds": oldest_pending_age_seconds,
+        "resends": sync.resends,
+        "conflicts_received": conflicts,
+        "last_success_at": sync.last_success_at,
+        "last_error": sync.last_error,
+    }))
+}
+
 struct Outbox {
     conn: Connection,
+    identity: crate::log::Identity,
 }
 
 struct Pending {
@@ -98,11 +173,37 @@ struct Pending {
 }
 
 impl Outbox {
-    fn open(path: &PathBuf) -> rusqlite::Result<Outbox> {
+    fn open(path: &PathBuf, identity: crate::log::Identity) -> rusqlite::Result<Outbox> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA synchronous = FULL;")?;
-        Ok(Outbox { conn })
+        Ok(Outbox { conn, identity })
+    }
+
+    fn record_confirmed(&self, confirmed: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sync_marks (id, sent_seq, confirmed_seq) VALUES (1, 0, ?1) \
+             ON CONFLICT (id) DO UPDATE SET confirmed_seq = MAX(confirmed_seq, excluded.confirmed_seq)",
+            [confirmed as i64],
+        )?;
+        Ok(())
+    }
+
+    fn log_attempt(
+        &self,
+        events: usize,
+        result: &str,
+        error: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sync_log (at, events, result, error) VALUES (?1, ?2, ?3, ?4)",
+            params![now(), events as i64, result, error],
+        )?;
+        self.conn.execute(
+            "DELETE FROM sync_log WHERE id <= (SELECT MAX(id) FROM sync_log) - ?1",
+            [SYNC_LOG_ROWS],
+        )?;
+        Ok(())
     }
 
     fn unsent(&self, after: u64, names: &Names) -> Result<Vec<Pending>, String> {
@@ -142,31 +243,32 @@ impl Outbox {
              ON CONFLICT (id) DO UPDATE SET sent_seq = MAX(sent_seq, excluded.sent_seq)",
             [sent as i64],
         )?;
-        self.conn.execute(
-            "INSERT INTO sync_log (at, events, result, error) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                now(),
-                events as i64,
-                if error.is_some() { "failed" } else { "sent" },
-                error
-            ],
-        )?;
-        self.conn.execute(
-            "DELETE FROM sync_log WHERE id <= (SELECT MAX(id) FROM sync_log) - ?1",
-            [SYNC_LOG_ROWS],
-        )?;
-        Ok(())
+        self.log_attempt(
+            events,
+            if error.is_some() { "failed" } else { "sent" },
+            error,
+        )
     }
+}
+
+/// What the task holds while connected.
+struct Session {
+    js: async_nats::jetstream::Context,
+    /// The sync-status bucket, once it could be opened (or made).
+    status: Option<kv::Store>,
+    /// The confirmation bucket, once the audit projector has made it.
+    confirmed: Option<kv::Store>,
 }
 
 /// Runs outbound sync until the task is dropped. `committed` wakes it when the writer commits.
 pub async fn run_outbound(
     db: PathBuf,
+    identity: crate::log::Identity,
     config: SyncConfig,
     state: SharedState,
     committed: Arc<Notify>,
 ) {
-    let outbox = match Outbox::open(&db) {
+    let outbox = match Outbox::open(&db, identity) {
         Ok(outbox) => Arc::new(Mutex::new(outbox)),
         Err(e) => {
             tracing::error!("sync cannot open the log {}: {e}", db.display());
@@ -175,45 +277,93 @@ pub async fn run_outbound(
         }
     };
     let marks = read_marks(&outbox.lock().expect("outbox").conn);
-    let mut sent = match marks {
-        Ok((sent, _)) => sent,
+    let (kept_sent, kept_confirmed) = match marks {
+        Ok(marks) => marks,
         Err(e) => {
             tracing::error!("sync cannot read its marks: {e}");
             return;
         }
     };
+    // `sent`: the highest node_seq acknowledged with every one before it (kept in the log).
+    // `cursor`: the last one published in this pass; it drops below `sent` to send again what
+    // stays unconfirmed.
+    let mut sent = kept_sent;
+    let mut cursor = kept_sent;
+    let mut confirmed = kept_confirmed;
+    let mut resend = Resend::new(config.confirm_timeout);
     {
         let mut s = state.lock().expect("sync state");
         s.configured = true;
         s.sent_node_seq = sent;
+        s.confirmed_node_seq = confirmed;
     }
+    let node_key = identity.node_id.to_string();
     let mut failures: u32 = 0;
-    let mut session: Option<async_nats::jetstream::Context> = None;
+    let mut session: Option<Session> = None;
+    let mut next_status = tokio::time::Instant::now();
+    let mut next_confirm_check = tokio::time::Instant::now();
     loop {
         let attempt = async {
-            let js = match &session {
-                Some(js) => js.clone(),
-                None => {
-                    let js = connect(&config).await?;
-                    session = Some(js.clone());
-                    js
-                }
-            };
-            let names = config.names.clone();
-            let pending = on_log(&outbox, move |o| o.unsent(sent, &names)).await?;
-            if pending.is_empty() {
-                return Ok::<_, String>(0usize);
+            if session.is_none() {
+                session = Some(connect(&config, &identity).await?);
+                state.lock().expect("sync state").connected = true;
             }
+            let current = session.as_mut().expect("connected");
+            let names = config.names.clone();
+            let pending = on_log(&outbox, move |o| o.unsent(cursor, &names)).await?;
             let count = pending.len();
-            let result = publish(&js, pending, &mut sent).await;
-            let error = result.as_ref().err().cloned();
-            let mark = sent;
-            on_log(&outbox, move |o| {
-                o.record(mark, count, error.as_deref())
-                    .map_err(|e| format!("recording the sent mark: {e}"))
-            })
-            .await?;
-            result.map(|()| count)
+            if count > 0 {
+                let result = publish(&current.js, pending, &mut cursor).await;
+                sent = sent.max(cursor);
+                let error = result.as_ref().err().cloned();
+                let mark = sent;
+                on_log(&outbox, move |o| {
+                    o.record(mark, count, error.as_deref())
+                        .map_err(|e| format!("recording the sent mark: {e}"))
+                })
+                .await?;
+                result?;
+                state.lock().expect("sync state").sent_node_seq = sent;
+            }
+
+            let now = tokio::time::Instant::now();
+            if now >= next_confirm_check && (sent > confirmed || current.confirmed.is_none()) {
+                next_confirm_check = now + Duration::from_secs(1);
+                if let Some(mark) = read_confirmed(current, &config.names, &node_key).await?
+                    && mark > confirmed
+                {
+                    confirmed = mark;
+                    on_log(&outbox, move |o| {
+                        o.record_confirmed(mark)
+                            .map_err(|e| format!("recording the confirmed mark: {e}"))
+                    })
+                    .await?;
+                }
+                let mut s = state.lock().expect("sync state");
+                s.confirmed_node_seq = confirmed;
+                s.confirmation_available = current.confirmed.is_some();
+            }
+            if current.confirmed.is_some() && resend.due(sent, confirmed, now.into_std()) {
+                let again = sent - confirmed;
+                tracing::warn!(
+                    confirmed_node_seq = confirmed,
+                    sent_node_seq = sent,
+                    "events sent but not confirmed in time: sending {again} again"
+                );
+                cursor = confirmed;
+                on_log(&outbox, move |o| {
+                    o.log_attempt(again as usize, "resend", None)
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+                state.lock().expect("sync state").resends += 1;
+            }
+
+            if now >= next_status {
+                next_status = now + config.status_interval;
+                publish_status(current, &outbox, &state, &node_key, &config.names).await;
+            }
+            Ok::<_, String>(count)
         };
         match attempt.await {
             Ok(count) => {
@@ -221,16 +371,15 @@ pub async fn run_outbound(
                 {
                     let mut s = state.lock().expect("sync state");
                     s.connected = true;
-                    s.sent_node_seq = sent;
                     if count > 0 {
                         s.last_success_at = Some(now());
                     }
                 }
                 if count > 0 {
                     tracing::debug!(events = count, sent_node_seq = sent, "events sent");
-                } else {
-                    // Nothing waiting: sleep until the writer commits (or a while, to notice a
-                    // restored connection).
+                } else if cursor >= sent {
+                    // Nothing waiting: sleep until the writer commits (or a while, to read the
+                    // confirmed mark and report status).
                     let _ =
                         tokio::time::timeout(Duration::from_secs(1), committed.notified()).await;
                 }
@@ -247,11 +396,142 @@ pub async fn run_outbound(
                     let mut s = state.lock().expect("sync state");
                     s.connected = false;
                     s.sent_node_seq = sent;
-                    s.last_error = Some(format!("{}: {error}", now()));
+                    s.last_error = Some(format!("{}: {}", now(), clip(&error)));
                 }
-                // A fresh connection after an error: the old one may be half dead.
+                // A fresh connection after an error: the old one may be half dead. Whatever was
+                // in flight is published again from the first event not acknowledged.
                 session = None;
+                cursor = sent;
                 tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Error text kept in status: bounded, so a status always fits its bucket.
+fn clip(text: &str) -> String {
+    const MAX: usize = 500;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The confirmed mark of this node from the confirmation bucket; `None` while there is no
+/// bucket (no audit projector has started) or no value for this node yet.
+async fn read_confirmed(
+    session: &mut Session,
+    names: &Names,
+    node_key: &str,
+) -> Result<Option<u64>, String> {
+    if session.confirmed.is_none() {
+        match session.js.get_key_value(names.confirmed_bucket()).await {
+            Ok(store) => session.confirmed = Some(store),
+            Err(e) => {
+                tracing::debug!("no confirmation bucket yet: {e}");
+                return Ok(None);
+            }
+        }
+    }
+    let store = session.confirmed.as_ref().expect("opened");
+    let value = store
+        .get(node_key)
+        .await
+        .map_err(|e| format!("reading the confirmed mark: {e}"))?;
+    Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok()))
+}
+
+/// Publishes this edge's status to the sync-status bucket. A failure is logged, not fatal:
+/// sending events matters more than reporting.
+async fn publish_status(
+    session: &mut Session,
+    outbox: &Arc<Mutex<Outbox>>,
+    state: &SharedState,
+    node_key: &str,
+    names: &Names,
+) {
+    if session.status.is_none() {
+        match streams::ensure_bucket(&session.js, streams::sync_status_bucket_config(names)).await {
+            Ok(store) => session.status = Some(store),
+            Err(e) => {
+                tracing::warn!("cannot open the sync-status bucket: {e}");
+                return;
+            }
+        }
+    }
+    let snapshot = state.lock().expect("sync state").clone();
+    let status = on_log(outbox, move |o| {
+        status(&o.conn, o.identity, &snapshot).map_err(|e| e.to_string())
+    })
+    .await;
+    let mut status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::warn!("cannot read the status to publish: {e}");
+            return;
+        }
+    };
+    let at = now();
+    status["reported_at"] = serde_json::Value::String(at.clone());
+    let body = bytes::Bytes::from(serde_json::to_vec(&status).expect("status serialises"));
+    let store = session.status.as_ref().expect("opened");
+    match store.put(node_key, body).await {
+        Ok(_) => state.lock().expect("sync state").last_status_published_at = Some(at),
+        Err(e) => tracing::warn!("cannot publish the sync status: {e}"),
+    }
+}
+
+/// When to send again what was sent but not confirmed: after `base` without the confirmed mark
+/// moving, then after twice as long, and so on up to an hour, so an audit projector that is down
+/// for a day does not make every edge re-send its backlog every few minutes.
+#[derive(Debug)]
+struct Resend {
+    base: Duration,
+    wait: Duration,
+    /// The confirmed mark when the wait began, and when.
+    since: Option<(u64, std::time::Instant)>,
+}
+
+impl Resend {
+    const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+    fn new(base: Duration) -> Resend {
+        Resend {
+            base,
+            wait: base,
+            since: None,
+        }
+    }
+
+    fn due(&mut self, sent: u64, confirmed: u64, now: std::time::Instant) -> bool {
+        if sent <= confirmed {
+            self.since = None;
+            self.wait = self.base;
+            return false;
+        }
+        match self.since {
+            Some((mark, began)) if mark == confirmed => {
+                if now.duration_since(began) >= self.wait {
+                    self.since = Some((confirmed, now));
+                    self.wait = (self.wait * 2).min(Self::MAX_WAIT);
+                    true
+                } else {
+                    false
+                }
+            }
+            Some(_) => {
+                // Confirmation moves: wait the base time again from here.
+                self.since = Some((confirmed, now));
+                self.wait = self.base;
+                false
+            }
+            None => {
+                self.since = Some((confirmed, now));
+                false
             }
         }
     }
@@ -268,9 +548,10 @@ async fn on_log<T: Send + 'static>(
         .map_err(|e| format!("a log task failed: {e}"))?
 }
 
-async fn connect(config: &SyncConfig) -> Result<async_nats::jetstream::Context, String> {
+async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result<Session, String> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
+        .custom_inbox_prefix(config.names.edge_inbox(&identity.node_id.to_string()))
         .connect(config.nats_url.as_str())
         .await
         .map_err(|e| format!("connecting to {}: {e}", config.nats_url))?;
@@ -281,7 +562,11 @@ async fn connect(config: &SyncConfig) -> Result<async_nats::jetstream::Context, 
     streams::ensure_events_stream(&js, &config.names, config.duplicate_window)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(js)
+    Ok(Session {
+        js,
+        status: None,
+        confirmed: None,
+    })
 }
 
 /// Publishes in order with up to [`ACKS_IN_FLIGHT`] acknowledgements outstanding; `sent` moves
@@ -337,6 +622,39 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unconfirmed_events_go_again_after_the_timeout_then_less_often() {
+        let base = Duration::from_secs(10);
+        let t0 = std::time::Instant::now();
+        let mut resend = Resend::new(base);
+        assert!(!resend.due(5, 5, t0), "all confirmed");
+        assert!(!resend.due(9, 5, t0), "the wait begins");
+        assert!(!resend.due(9, 5, t0 + Duration::from_secs(9)));
+        assert!(resend.due(9, 5, t0 + Duration::from_secs(10)));
+        // Still no confirmation: the next re-send waits twice as long.
+        assert!(!resend.due(9, 5, t0 + Duration::from_secs(29)));
+        assert!(resend.due(9, 5, t0 + Duration::from_secs(30)));
+        // The mark moves: the base wait again, from then.
+        assert!(!resend.due(9, 7, t0 + Duration::from_secs(31)));
+        assert!(!resend.due(9, 7, t0 + Duration::from_secs(40)));
+        assert!(resend.due(9, 7, t0 + Duration::from_secs(41)));
+        // Never more than an hour apart.
+        let mut t = t0 + Duration::from_secs(41);
+        for _ in 0..20 {
+            t += Resend::MAX_WAIT;
+            assert!(resend.due(9, 7, t));
+        }
+        assert!(!resend.due(9, 9, t), "all confirmed");
+    }
+
+    #[test]
+    fn error_text_in_status_is_bounded() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(600);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= 504 && clipped.ends_with('…'));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -148,3 +148,147 @@ async fn outages_while_commands_go_on_lose_and_double_nothing() {
     let envelopes = stream_contents(&nats, &prefix).await;
     assert_eq!(envelopes.len(), sent_before + 10);
 }
+
+async fn status(edge: &TestEdge) -> serde_json::Value {
+    edge.get(&edge.token(Role::Receptionist), "/v1/sync/status")
+        .await
+        .body
+}
+
+async fn wait_for(
+    edge: &TestEdge,
+    what: &str,
+    holds: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status(edge).await;
+        if holds(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not reached: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_but_not_confirmed_in_time_are_sent_again_until_confirmed() {
+    let mut nats = NatsServer::new();
+    nats.start();
+    let prefix = prefix();
+    let names = platform::streams::Names::new(&prefix).unwrap();
+    let edge = TestEdge::spawn_with(|config| {
+        let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names.clone());
+        // A window shorter than the confirmation timeout: a re-send lands in the stream, as it
+        // does for an edge that comes back after the window.
+        sync.duplicate_window = Duration::from_millis(500);
+        sync.confirm_timeout = Duration::from_secs(1);
+        sync.max_backoff = Duration::from_millis(500);
+        config.sync = Some(sync);
+    })
+    .await;
+    record(&edge, 20).await;
+    let sent = wait_until_sent(&edge).await;
+    assert_eq!(sent["confirmation_available"], false, "{sent}");
+
+    // The audit projector's bucket appears with events 1..=12 of this node confirmed.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let confirmed =
+        platform::streams::ensure_bucket(&js, platform::streams::confirmed_bucket_config(&names))
+            .await
+            .unwrap();
+    let node = edge.edge.identity.node_id.to_string();
+    confirmed.put(&node, "12".into()).await.unwrap();
+    let again = wait_for(&edge, "events 13..=20 sent again", |s| {
+        s["confirmed_node_seq"] == 12 && s["resends"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(again["sent_unconfirmed_events"], 8, "{again}");
+    assert_eq!(again["pending_events"], 0, "{again}");
+    // The stream holds 13..=20 twice: the edge sent them again, in order, after the first pass.
+    let envelopes = stream_contents(&nats, &prefix).await;
+    let seqs: Vec<u64> = envelopes.iter().map(|e| e.origin.node_seq).collect();
+    assert!(seqs.len() >= 28, "{seqs:?}");
+    assert_eq!(&seqs[..20], &(1..=20).collect::<Vec<_>>()[..]);
+    assert_eq!(&seqs[20..28], &(13..=20).collect::<Vec<_>>()[..]);
+    let resent_log: i64 = rusqlite::Connection::open(edge.db())
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sync_log WHERE result = 'resend'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(resent_log >= 1);
+
+    // Confirmed at last: nothing more goes again.
+    confirmed.put(&node, "20".into()).await.unwrap();
+    let done = wait_for(&edge, "all confirmed", |s| s["confirmed_node_seq"] == 20).await;
+    assert_eq!(done["sent_unconfirmed_events"], 0, "{done}");
+    let resends = done["resends"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status(&edge).await["resends"].as_u64().unwrap(), resends);
+    // The confirmed mark is kept in the log.
+    let kept: i64 = rusqlite::Connection::open(edge.db())
+        .unwrap()
+        .query_row("SELECT confirmed_seq FROM sync_marks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_is_published_centrally_keyed_by_node() {
+    let mut nats = NatsServer::new();
+    let prefix = prefix();
+    let names = platform::streams::Names::new(&prefix).unwrap();
+    let edge = TestEdge::spawn_with(|config| {
+        let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names.clone());
+        sync.status_interval = Duration::from_millis(300);
+        sync.max_backoff = Duration::from_millis(500);
+        config.sync = Some(sync);
+    })
+    .await;
+    record(&edge, 5).await;
+    let offline = status(&edge).await;
+    assert_eq!(offline["pending_events"], 5, "{offline}");
+    assert!(
+        offline["oldest_pending_age_seconds"].as_i64().is_some(),
+        "{offline}"
+    );
+    assert!(offline["last_error"].is_string(), "{offline}");
+
+    nats.start();
+    wait_until_sent(&edge).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let node = edge.edge.identity.node_id.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reported = loop {
+        if let Ok(bucket) = js.get_key_value(names.sync_status_bucket()).await
+            && let Some(value) = bucket.get(&node).await.unwrap()
+        {
+            let reported: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            if reported["pending_events"] == 0 {
+                break reported;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no status published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reported["node_id"], node.as_str());
+    assert_eq!(reported["sent_node_seq"], 5);
+    assert_eq!(reported["connected"], true);
+    assert!(reported["oldest_pending_at"].is_null(), "{reported}");
+    assert!(reported["reported_at"].is_string());
+    // Reported again and again while connected.
+    let first = reported["reported_at"].clone();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let bucket = js.get_key_value(names.sync_status_bucket()).await.unwrap();
+    let again: serde_json::Value =
+        serde_json::from_slice(&bucket.get(&node).await.unwrap().unwrap()).unwrap();
+    assert_ne!(again["reported_at"], first);
+}
