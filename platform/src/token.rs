@@ -129,10 +129,11 @@ impl TokenSigner {
     }
 }
 
-/// Checks tokens with the public key.
+/// Checks tokens with the public key (or keys: an edge also accepts the tokens it minted itself
+/// at an offline login, signed with its node key).
 #[derive(Clone, Debug)]
 pub struct TokenVerifier {
-    key: DecodingKey,
+    keys: Vec<DecodingKey>,
     validation: Validation,
 }
 
@@ -152,17 +153,35 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp"]);
         TokenVerifier {
             // jsonwebtoken's "DER" for an Ed25519 public key is the raw 32 bytes.
-            key: DecodingKey::from_ed_der(key.as_bytes()),
+            keys: vec![DecodingKey::from_ed_der(key.as_bytes())],
             validation,
         }
     }
 
+    /// Also accepts tokens signed by `key`.
+    pub fn trusting(mut self, key: &VerifyingKey) -> Self {
+        self.keys.push(DecodingKey::from_ed_der(key.as_bytes()));
+        self
+    }
+
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        // Decoded loosely first so a well-signed token with bad claims (an unknown role) is
-        // told apart from a token that is not a JWT at all.
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
-            .map_err(|e| refusal(e.into_kind()))?;
-        serde_json::from_value(data.claims).map_err(|e| TokenError::InvalidClaims(e.to_string()))
+        let mut refused = TokenError::BadSignature;
+        for key in &self.keys {
+            // Decoded loosely first so a well-signed token with bad claims (an unknown role) is
+            // told apart from a token that is not a JWT at all.
+            match jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation) {
+                Ok(data) => {
+                    return serde_json::from_value(data.claims)
+                        .map_err(|e| TokenError::InvalidClaims(e.to_string()));
+                }
+                Err(e) => match refusal(e.into_kind()) {
+                    // Perhaps signed by the next key.
+                    TokenError::BadSignature => refused = TokenError::BadSignature,
+                    other => return Err(other),
+                },
+            }
+        }
+        Err(refused)
     }
 }
 
@@ -237,6 +256,30 @@ fn refusal(kind: ErrorKind) -> TokenError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verifier_trusting_two_keys_accepts_either_and_nothing_else() {
+        let (first, second, stranger) = (signing_key(1), signing_key(2), signing_key(3));
+        let verifier = TokenVerifier::from_verifying_key(&first.verifying_key())
+            .trusting(&second.verifying_key());
+        let user = UserId::from_uuid(Uuid::from_u128(1));
+        let org = OrgId::from_uuid(Uuid::from_u128(2));
+        let claims = |ttl| Claims::new(user, org, vec![Role::Nurse], None, ttl, unix_now());
+        for key in [&first, &second] {
+            let token = TokenSigner::from_signing_key(key).mint(&claims(60));
+            assert_eq!(verifier.verify(&token).unwrap().sub, user.as_uuid());
+            let expired = TokenSigner::from_signing_key(key).mint(&claims(-600));
+            assert!(matches!(
+                verifier.verify(&expired),
+                Err(TokenError::Expired)
+            ));
+        }
+        let forged = TokenSigner::from_signing_key(&stranger).mint(&claims(60));
+        assert!(matches!(
+            verifier.verify(&forged),
+            Err(TokenError::BadSignature)
+        ));
+    }
 
     #[test]
     fn a_remembered_token_is_still_refused_once_expired() {
