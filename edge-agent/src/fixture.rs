@@ -27,6 +27,12 @@ pub struct DevHospital {
     pub staff: Vec<(Role, UserId)>,
     /// The central events that make them, in order.
     pub history: Vec<Envelope>,
+    /// The system administrator who registered them.
+    pub admin: Actor,
+    /// The insurer's user, who publishes the plan and decides claims.
+    pub insurer_user: Actor,
+    /// The development central node that sealed the history, to record more central events.
+    pub central: DevCentral,
 }
 
 impl DevHospital {
@@ -60,7 +66,7 @@ impl DevHospital {
             roles: vec![Role::Admin],
             patient_id: None,
         };
-        let insurer_user = Actor {
+        let insurer_actor = Actor {
             user_id: UserId::from_uuid(derive("insurer-user")),
             org_id: insurer_id.into(),
             roles: vec![Role::Insurer],
@@ -116,7 +122,7 @@ impl DevHospital {
             staff.push((Role::Doctor, user(Role::Doctor, n, &mut commands)));
         }
         commands.push((
-            insurer_user,
+            insurer_actor.clone(),
             PublishPlan {
                 plan_id,
                 insurer_id,
@@ -132,60 +138,13 @@ impl DevHospital {
             .into(),
         ));
 
-        let seed: [u8; 32] = derive("central-key")
-            .into_bytes()
-            .repeat(2)
-            .try_into()
-            .expect("32 bytes");
-        let central_key = SigningKey::from_bytes(&seed);
-        let central_node = NodeId::from_uuid(derive("central-node"));
-        let at = Timestamp::parse("2026-01-01T00:00:00Z").expect("a time");
-        let mut store = MemoryStore::new();
+        let mut central = DevCentral::new(hospital_id.as_uuid());
         let mut history = Vec::new();
-        let mut prev_hash = Hash::GENESIS;
-        for (n, (actor, command)) in commands.into_iter().enumerate() {
-            let command_id = CommandId::from_uuid(derive(&format!("command-{n}")));
-            let meta = CommandMeta {
-                command_id,
-                actor: actor.clone(),
-                at,
-            };
-            let decision = domain::decide::decide(&command, &meta, &store)
+        for (actor, command) in commands {
+            let sealed = central
+                .record(&actor, &command)
                 .unwrap_or_else(|r| panic!("the development history is valid: {r}"));
-            for event in decision.events {
-                let seq = history.len() as u64 + 1;
-                let version = store
-                    .history()
-                    .iter()
-                    .filter(|(e, _)| e.aggregate() == event.aggregate())
-                    .count() as u64
-                    + 1;
-                let sealed = EnvelopeDraft::new(
-                    &event,
-                    Recording {
-                        event_id: EventId::from_uuid(derive(&format!("event-{seq}"))),
-                        aggregate_version: version,
-                        occurred_at: at,
-                        actor: envelope::Actor {
-                            user_id: actor.user_id,
-                            role: decision.role,
-                        },
-                        origin: Origin {
-                            node_id: central_node,
-                            node_seq: seq,
-                        },
-                        command_id,
-                        correlation_id: command_id.as_uuid(),
-                        causation_id: command_id.as_uuid(),
-                        prev_hash,
-                    },
-                )
-                .seal(&central_key)
-                .expect("a development event seals");
-                prev_hash = sealed.hash;
-                store.apply(&event, &sealed.stamp());
-                history.push(sealed);
-            }
+            history.extend(sealed);
         }
         DevHospital {
             hospital_id,
@@ -193,6 +152,111 @@ impl DevHospital {
             plan_id,
             staff,
             history,
+            admin,
+            insurer_user: insurer_actor,
+            central,
         }
+    }
+}
+
+/// A development central node: decides commands against everything it has seen and seals the
+/// events into its own chain, as the command service does. Tests use it to make central events
+/// (a user registered, an insurer's decision) and feed them to an edge through NATS.
+#[derive(Clone, Debug)]
+pub struct DevCentral {
+    namespace: Uuid,
+    key: SigningKey,
+    pub node_id: NodeId,
+    store: MemoryStore,
+    prev_hash: Hash,
+    seq: u64,
+    commands: u64,
+    /// When its events occur (fixed, so a history is the same every time).
+    pub at: Timestamp,
+}
+
+impl DevCentral {
+    /// The central node of a development hospital; its key and ids derive from `namespace`.
+    pub fn new(namespace: Uuid) -> DevCentral {
+        let derive = |what: &str| Uuid::new_v5(&namespace, what.as_bytes());
+        let seed: [u8; 32] = derive("central-key")
+            .into_bytes()
+            .repeat(2)
+            .try_into()
+            .expect("32 bytes");
+        DevCentral {
+            namespace,
+            key: SigningKey::from_bytes(&seed),
+            node_id: NodeId::from_uuid(derive("central-node")),
+            store: MemoryStore::new(),
+            prev_hash: Hash::GENESIS,
+            seq: 0,
+            commands: 0,
+            at: Timestamp::parse("2026-01-01T00:00:00Z").expect("a time"),
+        }
+    }
+
+    /// Decides a command and seals its events into this node's chain.
+    pub fn record(
+        &mut self,
+        actor: &Actor,
+        command: &Command,
+    ) -> Result<Vec<Envelope>, domain::rejection::Rejection> {
+        let derive = |what: &str| Uuid::new_v5(&self.namespace, what.as_bytes());
+        let command_id = CommandId::from_uuid(derive(&format!("command-{}", self.commands)));
+        self.commands += 1;
+        let meta = CommandMeta {
+            command_id,
+            actor: actor.clone(),
+            at: self.at,
+        };
+        let decision = domain::decide::decide(command, &meta, &self.store)?;
+        let mut sealed_events = Vec::new();
+        for event in decision.events {
+            let seq = self.seq + 1;
+            let version = self.version_of(&event) + 1;
+            let sealed = EnvelopeDraft::new(
+                &event,
+                Recording {
+                    event_id: EventId::from_uuid(derive(&format!("event-{seq}"))),
+                    aggregate_version: version,
+                    occurred_at: self.at,
+                    actor: envelope::Actor {
+                        user_id: actor.user_id,
+                        role: decision.role,
+                    },
+                    origin: Origin {
+                        node_id: self.node_id,
+                        node_seq: seq,
+                    },
+                    command_id,
+                    correlation_id: command_id.as_uuid(),
+                    causation_id: command_id.as_uuid(),
+                    prev_hash: self.prev_hash,
+                },
+            )
+            .seal(&self.key)
+            .expect("a development event seals");
+            self.seq = seq;
+            self.prev_hash = sealed.hash;
+            self.store.apply(&event, &sealed.stamp());
+            sealed_events.push(sealed);
+        }
+        Ok(sealed_events)
+    }
+
+    /// Takes in an event another node recorded (an edge's claim, say), as the command service
+    /// learns it from the stream, so later decisions see it.
+    pub fn observe(&mut self, envelope: &Envelope) {
+        let event = envelope.event().expect("a readable event");
+        self.store.apply(&event, &envelope.stamp());
+    }
+
+    fn version_of(&self, event: &domain::event::Event) -> u64 {
+        self.store
+            .history()
+            .iter()
+            .filter(|(e, _)| e.aggregate() == event.aggregate())
+            .count() as u64
     }
 }

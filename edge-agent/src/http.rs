@@ -41,6 +41,7 @@ pub struct AppState {
     /// commands rather than extend a damaged history.
     pub damage: Arc<Mutex<Option<String>>>,
     pub sync: crate::sync::SharedState,
+    pub logins: Arc<crate::auth::Logins>,
 }
 
 /// Read-only connections to the log file for the local reads. WAL lets them read beside the
@@ -60,7 +61,7 @@ impl Readers {
     }
 
     /// Runs a query on a pooled connection, off the async threads.
-    async fn with<T: Send + 'static>(
+    pub(crate) async fn with<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -94,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/patients/{patient_id}", get(get_patient))
         .route("/v1/appointments", get(list_appointments))
         .route("/v1/sync/status", get(sync_status))
+        .route("/v1/auth/login", post(crate::auth::login))
+        .route("/v1/claims/{claim_id}", get(get_claim))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NoRoute })
@@ -134,6 +137,8 @@ pub enum ApiError {
     Internal(String),
     LogDamaged(String),
     Unavailable(String),
+    /// Too many attempts: retry after this many seconds.
+    TooManyRequests(u64),
 }
 
 impl From<Rejection> for ApiError {
@@ -174,6 +179,7 @@ impl IntoResponse for ApiError {
                 tracing::warn!("not ready: {detail}");
                 Problem::unavailable(detail)
             }
+            ApiError::TooManyRequests(seconds) => Problem::too_many_requests(seconds),
         };
         tracing::warn!(
             status = problem.status,
@@ -408,6 +414,25 @@ async fn list_appointments(
         .with(move |conn| views::appointments_of_doctor(conn, &hospital, doctor, from, to))
         .await?;
     Ok(Json(json!({ "items": items })))
+}
+
+async fn get_claim(
+    State(app): State<AppState>,
+    Staff(actor): Staff,
+    Path(claim_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let claim_id = Uuid::try_parse(&claim_id)
+        .map_err(|_| ApiError::Invalid(vec![FieldError::new("claim_id", "is not a UUID")]))?;
+    if !actor.roles.contains(&Role::Accountant) {
+        return Err(Rejection::forbidden("only the hospital's accountants read its claims").into());
+    }
+    let hospital = app.identity.hospital_id.to_string();
+    let claim = app
+        .readers
+        .with(move |conn| views::claim(conn, &hospital, &claim_id.to_string()))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no claim {claim_id} at this hospital")))?;
+    Ok(Json(claim))
 }
 
 async fn sync_status(

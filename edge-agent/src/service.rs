@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 /// The node's Ed25519 key that signs its events, in `HMS_DATA_DIR`.
 pub const NODE_KEY_FILE: &str = "node_key.pem";
+/// The Ed25519 key that signs the tokens of logins at this edge (good at this edge only), kept
+/// apart from the node key so that events and tokens never share a signer.
+pub const LOGIN_KEY_FILE: &str = "login_key.pem";
 
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
@@ -33,6 +36,8 @@ pub struct EdgeConfig {
     pub cache_capacity: usize,
     /// Where to replay the log (`HMS_NATS_URL`, `HMS_SUBJECT_PREFIX`); `None` works offline only.
     pub sync: Option<crate::sync::SyncConfig>,
+    /// How long a token from `POST /v1/auth/login` lasts.
+    pub token_ttl: std::time::Duration,
 }
 
 impl EdgeConfig {
@@ -48,6 +53,7 @@ impl EdgeConfig {
             jwt_public_key: None,
             cache_capacity: 100_000,
             sync: None,
+            token_ttl: std::time::Duration::from_secs(15 * 60),
         }
     }
 
@@ -183,6 +189,7 @@ pub struct RunningEdge {
     stopping: Arc<std::sync::atomic::AtomicBool>,
     checkpoint_thread: std::thread::JoinHandle<log::Checkpointer>,
     sync_task: Option<tokio::task::JoinHandle<()>>,
+    inbound_task: Option<tokio::task::JoinHandle<()>>,
     _lock: DataDirLock,
 }
 
@@ -192,8 +199,11 @@ impl RunningEdge {
     pub async fn stop(self) -> anyhow::Result<()> {
         // Sync keeps its marks in the log after every round: stopping it anywhere loses
         // nothing (what was sent and not yet marked is sent again, and dropped as a duplicate).
-        if let Some(sync) = &self.sync_task {
-            sync.abort();
+        // Inbound acknowledges only after its commit: stopping it anywhere means a redelivery,
+        // and what is already stored is skipped.
+        for task in [self.sync_task, self.inbound_task].into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
         }
         let _ = self.stop.send(());
         self.server
@@ -233,6 +243,9 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     )
     .and_then(|files| files.load())
     .context("loading the token keys")?;
+    let login_key =
+        platform::keys::load_or_create_signing_key(&config.data_dir.join(LOGIN_KEY_FILE))
+            .context("loading the login key")?;
     let db = config.db_path();
     let open_config = config.clone();
     let log = tokio::task::spawn_blocking(move || open_log(&open_config))
@@ -273,13 +286,27 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         ))
     });
 
+    let inbound_task = config.sync.clone().map(|sync| {
+        tokio::spawn(crate::inbound::run_inbound(
+            sync,
+            identity,
+            writer.clone(),
+            sync_state.clone(),
+        ))
+    });
+
     let damage = Arc::new(Mutex::new(None));
     let state = AppState {
         writer: writer.clone(),
         readers: Readers::new(db.clone()),
+        // Central tokens, and the ones this edge makes at login with its node key.
         verifier: Arc::new(platform::token::CachingVerifier::new(
-            keys.verifier(),
+            keys.verifier().trusting(&login_key.verifying_key()),
             10_000,
+        )),
+        logins: Arc::new(crate::auth::Logins::new(
+            platform::token::TokenSigner::from_signing_key(&login_key),
+            config.token_ttl,
         )),
         identity,
         damage: damage.clone(),
@@ -334,6 +361,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         stopping,
         checkpoint_thread,
         sync_task,
+        inbound_task,
         _lock: lock,
     })
 }

@@ -79,11 +79,16 @@ pub struct SyncState {
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
     pub last_status_published_at: Option<String>,
+    /// Events from other nodes stored here, and when the last one arrived.
+    pub inbound_stored: u64,
+    pub last_received_at: Option<String>,
+    /// Central messages that could not be stored and were passed over (each is logged).
+    pub inbound_skipped: u64,
 }
 
 pub type SharedState = Arc<Mutex<SyncState>>;
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     domain::values::Timestamp::new(chrono::Utc::now()).to_rfc3339()
 }
 
@@ -156,6 +161,9 @@ pub fn status(
         "conflicts_received": conflicts,
         "last_success_at": sync.last_success_at,
         "last_error": sync.last_error,
+        "inbound_events_stored": sync.inbound_stored,
+        "inbound_events_skipped": sync.inbound_skipped,
+        "last_received_at": sync.last_received_at,
     }))
 }
 
@@ -548,7 +556,12 @@ async fn on_log<T: Send + 'static>(
         .map_err(|e| format!("a log task failed: {e}"))?
 }
 
-async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result<Session, String> {
+/// A JetStream context on a fresh connection of this edge: its own inbox prefix, so replies
+/// (pulled messages among them) go where only it may listen.
+pub(crate) async fn connect_jetstream(
+    config: &SyncConfig,
+    identity: &crate::log::Identity,
+) -> Result<async_nats::jetstream::Context, String> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .custom_inbox_prefix(config.names.edge_inbox(&identity.node_id.to_string()))
@@ -559,6 +572,11 @@ async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result
         .timeout(Duration::from_secs(10))
         .max_ack_inflight(ACKS_IN_FLIGHT * 4)
         .build(client);
+    Ok(js)
+}
+
+async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result<Session, String> {
+    let js = connect_jetstream(config, identity).await?;
     streams::ensure_events_stream(&js, &config.names, config.duplicate_window)
         .await
         .map_err(|e| e.to_string())?;
@@ -612,7 +630,7 @@ async fn await_ack(
 
 /// 200 ms doubling per failure up to `cap`, with up to 50 % random jitter so many edges coming
 /// back at once do not reconnect in step.
-fn backoff(failures: u32, cap: Duration) -> Duration {
+pub(crate) fn backoff(failures: u32, cap: Duration) -> Duration {
     let base =
         Duration::from_millis(200).saturating_mul(1u32 << failures.min(16).saturating_sub(1));
     let capped = base.min(cap);

@@ -6,10 +6,12 @@
 //! the same rules (last edit wins per field, merges) as the decisions.
 
 use domain::appointment::Appointment;
+use domain::claim::{Claim, ClaimStatus};
 use domain::envelope::Envelope;
 use domain::event::Event;
 use domain::patient::Patient;
 use domain::state::AggregateState;
+use domain::user::User;
 use domain::values::{AppointmentId, DurationMinutes, PatientId, Timestamp, UserId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
@@ -53,6 +55,26 @@ CREATE TABLE IF NOT EXISTS users_view (
     org_id TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS users_view_by_username ON users_view (username);
+-- The accounts staff log in with while offline: the recorded password hash (never a password),
+-- roles and whether the account is active, as the user aggregate stands.
+CREATE TABLE IF NOT EXISTS accounts_view (
+    user_id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    patient_id TEXT,
+    active INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS accounts_view_by_username ON accounts_view (username);
+-- The hospital's claims with every decision on them, in the order they were stored.
+CREATE TABLE IF NOT EXISTS claims_view (
+    claim_id TEXT PRIMARY KEY,
+    hospital_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    claim TEXT NOT NULL,
+    history TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Writes what one stored event changes in the views. `position` is the event's local position.
@@ -67,6 +89,8 @@ pub(crate) fn apply(
     match state_after {
         Some(AggregateState::Patient(p)) => write_patient(tx, p, &at)?,
         Some(AggregateState::Appointment(a)) => write_appointment(tx, a)?,
+        Some(AggregateState::User(u)) => write_account(tx, u)?,
+        Some(AggregateState::Claim(c)) => write_claim(tx, envelope, event, c, &at)?,
         _ => {}
     }
     let entry = |kind: &str, entry_id: String, patient: PatientId, body: Value| {
@@ -150,6 +174,111 @@ pub(crate) fn apply(
             .map(|_| ()),
         _ => Ok(()),
     }
+}
+
+fn write_account(tx: &Transaction, u: &User) -> rusqlite::Result<()> {
+    let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO accounts_view \
+         (user_id, username, org_id, password_hash, roles, patient_id, active) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        u.user_id.to_string(),
+        u.username.as_str(),
+        u.org_id.to_string(),
+        u.password_hash.as_str(),
+        json!(roles).to_string(),
+        u.patient_id.map(|p| p.to_string()),
+        u.active,
+    ])
+    .map(|_| ())
+}
+
+fn write_claim(
+    tx: &Transaction,
+    envelope: &Envelope,
+    event: &Event,
+    c: &Claim,
+    at: &str,
+) -> rusqlite::Result<()> {
+    let step = json!({
+        "event_id": envelope.event_id,
+        "event_type": envelope.event_type,
+        "at": at,
+        "by": envelope.actor.user_id,
+        "details": event.payload(),
+    });
+    let mut claim = json!({
+        "claim_id": c.claim_id, "hospital_id": c.hospital_id, "insurer_id": c.insurer_id,
+        "plan_id": c.plan_id, "invoice_id": c.invoice_id, "claimed_cents": c.claimed_cents,
+        "status": c.status.as_str(),
+    });
+    match &c.status {
+        ClaimStatus::Approved { approved_cents } => {
+            claim["approved_cents"] = json!(approved_cents);
+        }
+        ClaimStatus::Rejected { reason } => claim["rejection_reason"] = json!(reason),
+        ClaimStatus::Submitted => {}
+    }
+    tx.prepare_cached(
+        "INSERT INTO claims_view (claim_id, hospital_id, status, claim, history) \
+         VALUES (?1, ?2, ?3, ?4, json_array(json(?5))) \
+         ON CONFLICT (claim_id) DO UPDATE SET status = excluded.status, claim = excluded.claim, \
+         history = json_insert(history, '$[#]', json(?5))",
+    )?
+    .execute(params![
+        c.claim_id.to_string(),
+        c.hospital_id.to_string(),
+        c.status.as_str(),
+        claim.to_string(),
+        step.to_string(),
+    ])
+    .map(|_| ())
+}
+
+/// A claim of this hospital with every step of its history, or `None`.
+pub fn claim(conn: &Connection, hospital: &str, claim_id: &str) -> rusqlite::Result<Option<Value>> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT claim, history FROM claims_view WHERE claim_id = ?1 AND hospital_id = ?2",
+        )?
+        .query_row([claim_id, hospital], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.map(|(claim, history)| {
+        let mut claim: Value = serde_json::from_str(&claim).unwrap_or(Value::Null);
+        claim["history"] = serde_json::from_str(&history).unwrap_or(Value::Null);
+        claim
+    }))
+}
+
+/// An account that may log in: its id, organisation, password hash, roles and patient link.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub user_id: String,
+    pub org_id: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub patient_id: Option<String>,
+}
+
+/// The active account of that login name in an organisation, if any.
+pub fn account(conn: &Connection, org: &str, username: &str) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached(
+        "SELECT user_id, org_id, password_hash, roles, patient_id FROM accounts_view \
+         WHERE username = ?1 AND org_id = ?2 AND active = 1",
+    )?
+    .query_row([username, org], |r| {
+        let roles: String = r.get(3)?;
+        Ok(Account {
+            user_id: r.get(0)?,
+            org_id: r.get(1)?,
+            password_hash: r.get(2)?,
+            roles: serde_json::from_str(&roles).unwrap_or_default(),
+            patient_id: r.get(4)?,
+        })
+    })
+    .optional()
 }
 
 fn write_patient(tx: &Transaction, p: &Patient, at: &str) -> rusqlite::Result<()> {

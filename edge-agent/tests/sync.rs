@@ -9,19 +9,7 @@ use domain::values::{HospitalId, Role};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use std::time::Duration;
-use support::{NatsServer, TestEdge, register_patient};
-use uuid::Uuid;
-
-fn prefix() -> String {
-    format!("t{}", &Uuid::now_v7().simple().to_string()[16..])
-}
-
-async fn spawn_synced(nats: &NatsServer, prefix: &str) -> TestEdge {
-    let names = platform::streams::Names::new(prefix).unwrap();
-    let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names);
-    sync.max_backoff = Duration::from_millis(500);
-    TestEdge::spawn_with(|config| config.sync = Some(sync)).await
-}
+use support::{NatsServer, TestEdge, prefix, register_patient, spawn_synced};
 
 async fn record(edge: &TestEdge, count: usize) {
     for n in 0..count {

@@ -156,6 +156,19 @@ pub async fn answer(response: reqwest::Response) -> Answer {
     }
 }
 
+/// A fresh subject prefix, so tests sharing a server never see each other's streams.
+pub fn prefix() -> String {
+    format!("t{}", &Uuid::now_v7().simple().to_string()[16..])
+}
+
+/// An edge that syncs with `nats` under `prefix`, retrying quickly after errors.
+pub async fn spawn_synced(nats: &NatsServer, prefix: &str) -> TestEdge {
+    let names = platform::streams::Names::new(prefix).unwrap();
+    let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names);
+    sync.max_backoff = std::time::Duration::from_millis(500);
+    TestEdge::spawn_with(|config| config.sync = Some(sync)).await
+}
+
 pub fn id() -> String {
     Uuid::now_v7().to_string()
 }

@@ -1,0 +1,214 @@
+//! Inbound sync: what happened centrally reaches the edge. One durable pull consumer per feed
+//! (this hospital's subjects; every insurer's plans; the insurers themselves) delivers events in
+//! stream order; each batch is stored through the writer ([`Writer::receive`]) with the views it
+//! changes, and acknowledged only after that commit. The edge's own events come back on its
+//! hospital's feed and are skipped; an event already stored is skipped, so a redelivery after a
+//! crash changes nothing.
+
+use crate::log::Identity;
+use crate::sync::{SharedState, SyncConfig, backoff};
+use crate::writer::Writer;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use domain::envelope::Envelope;
+use futures::{FutureExt, StreamExt};
+use platform::streams::Names;
+use std::time::Duration;
+
+/// The most messages stored in one commit.
+const BATCH: usize = 500;
+
+/// The feeds an edge subscribes to: (feed name, filter subject).
+pub fn feeds(names: &Names, identity: &Identity) -> Vec<(&'static str, String)> {
+    vec![
+        ("org", names.org_subjects(&identity.hospital_id.to_string())),
+        ("plans", names.type_subjects("plan")),
+        ("insurers", names.type_subjects("insurer")),
+    ]
+}
+
+/// Runs every feed until the task is dropped.
+pub async fn run_inbound(
+    config: SyncConfig,
+    identity: Identity,
+    writer: Writer,
+    state: SharedState,
+) {
+    let tasks: Vec<_> = feeds(&config.names, &identity)
+        .into_iter()
+        .map(|(feed, filter)| {
+            run_feed(
+                config.clone(),
+                identity,
+                feed,
+                filter,
+                writer.clone(),
+                state.clone(),
+            )
+        })
+        .collect();
+    futures::future::join_all(tasks).await;
+}
+
+async fn run_feed(
+    config: SyncConfig,
+    identity: Identity,
+    feed: &'static str,
+    filter: String,
+    writer: Writer,
+    state: SharedState,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let error = follow(
+            &config,
+            &identity,
+            feed,
+            &filter,
+            &writer,
+            &state,
+            &mut failures,
+        )
+        .await;
+        failures = failures.saturating_add(1);
+        let delay = backoff(failures, config.max_backoff);
+        tracing::warn!(
+            feed,
+            retry_in_ms = delay.as_millis() as u64,
+            "inbound sync failed: {error}"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Follows one feed until an error, which it returns.
+async fn follow(
+    config: &SyncConfig,
+    identity: &Identity,
+    feed: &'static str,
+    filter: &str,
+    writer: &Writer,
+    state: &SharedState,
+    failures: &mut u32,
+) -> String {
+    let js = match crate::sync::connect_jetstream(config, identity).await {
+        Ok(js) => js,
+        Err(e) => return e,
+    };
+    let name = config
+        .names
+        .edge_consumer(&identity.node_id.to_string(), feed);
+    let stream = match js.get_stream(config.names.events_stream()).await {
+        Ok(stream) => stream,
+        Err(e) => return format!("opening {}: {e}", config.names.events_stream()),
+    };
+    let consumer = stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("edge {} feed {feed}", identity.node_id)),
+                filter_subject: filter.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                // One acknowledgement covers the batch before it.
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await;
+    let consumer = match consumer {
+        Ok(consumer) => consumer,
+        Err(e) => return format!("opening the consumer {name}: {e}"),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(messages) => messages,
+        Err(e) => return format!("pulling from {name}: {e}"),
+    };
+    tracing::info!(feed, consumer = %name, filter, "following central events");
+    loop {
+        // Wait for one message, then take whatever else is already here, up to a batch.
+        let first = match messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return format!("receiving from {name}: {e}"),
+            None => return format!("the consumer {name} stopped"),
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => batch.push(message),
+                Some(Some(Err(e))) => return format!("receiving from {name}: {e}"),
+                _ => break,
+            }
+        }
+        let mut envelopes = Vec::with_capacity(batch.len());
+        for message in &batch {
+            match serde_json::from_slice::<Envelope>(&message.payload) {
+                Ok(envelope) => envelopes.push(envelope),
+                Err(e) => {
+                    // Not an envelope: nothing here could ever read it. Logged and passed over
+                    // so the events after it still arrive.
+                    tracing::error!(feed, subject = %message.subject, "an unreadable message is skipped: {e}");
+                    state.lock().expect("sync state").inbound_skipped += 1;
+                }
+            }
+        }
+        let stored = match store(writer, envelopes, feed, state).await {
+            Ok(stored) => stored,
+            Err(e) => return e,
+        };
+        let last = batch.last().expect("a batch has a first message");
+        if let Err(e) = last.ack().await {
+            return format!("acknowledging on {name}: {e}");
+        }
+        *failures = 0;
+        let mut s = state.lock().expect("sync state");
+        s.inbound_stored += stored as u64;
+        s.last_received_at = Some(crate::sync::now());
+        if stored > 0 {
+            tracing::debug!(
+                feed,
+                received = batch.len(),
+                stored,
+                "central events stored"
+            );
+        }
+    }
+}
+
+/// Stores a batch. When the batch as a whole is refused (an event that cannot be read or folded
+/// here), each event goes on its own, and only the ones refused alone are passed over (logged and
+/// counted in status), so one bad event does not hold back every later one.
+async fn store(
+    writer: &Writer,
+    envelopes: Vec<Envelope>,
+    feed: &str,
+    state: &SharedState,
+) -> Result<usize, String> {
+    if envelopes.is_empty() {
+        return Ok(0);
+    }
+    match writer.receive(envelopes.clone()).await {
+        Ok(stored) => Ok(stored),
+        Err(e) if writer.is_closed() => Err(e),
+        Err(batch_error) => {
+            tracing::warn!(
+                feed,
+                "a batch was refused, storing one by one: {batch_error}"
+            );
+            let mut stored = 0;
+            for envelope in envelopes {
+                let id = envelope.event_id;
+                match writer.receive(vec![envelope]).await {
+                    Ok(n) => stored += n,
+                    Err(e) if writer.is_closed() => return Err(e),
+                    Err(e) => {
+                        tracing::error!(feed, event_id = %id, "a central event is skipped: {e}");
+                        state.lock().expect("sync state").inbound_skipped += 1;
+                    }
+                }
+            }
+            Ok(stored)
+        }
+    }
+}
