@@ -7,12 +7,9 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
 use clap::{Args, Subcommand};
-use domain::envelope;
-use domain::event::{Event, PatientRegistered};
 use domain::values::*;
 use edge_agent::EdgeConfig;
 use edge_agent::fixture::DevHospital;
-use edge_agent::log::{Append, Decided};
 use platform::token::Claims;
 use serde_json::json;
 use std::sync::Arc;
@@ -332,38 +329,11 @@ async fn filled_log(events: u64) -> Result<(tempfile::TempDir, EdgeConfig, DevHo
     let fill_config = config.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let mut log = edge_agent::service::open_log(&fill_config)?;
-        let actor = envelope::Actor {
-            user_id: UserId::from_uuid(Uuid::now_v7()),
-            role: Role::Receptionist,
-        };
-        let at = Timestamp::new(chrono::Utc::now());
-        let mut written = 0u64;
-        while written < events {
-            let batch: Vec<Append> = (0..(events - written).min(2000))
-                .map(|_| Append {
-                    command_id: CommandId::from_uuid(Uuid::now_v7()),
-                    correlation_id: Uuid::now_v7(),
-                    actor,
-                    occurred_at: at,
-                    events: vec![Decided::from(Event::from(PatientRegistered {
-                        patient_id: PatientId::from_uuid(Uuid::now_v7()),
-                        hospital_id: hospital,
-                        name: Name::parse("Amina Otieno").expect("a name"),
-                        birth_date: BirthDate::parse("1984-03-12").expect("a date"),
-                        sex: Sex::Female,
-                        national_id: None,
-                        phone: Some(Phone::parse("+254712345678").expect("a phone")),
-                        region_code: Some(RegionCode::parse("KE-30").expect("a region")),
-                    }))],
-                    traceparent: None,
-                })
-                .collect();
-            log.append_batch(&batch)?;
-            written += batch.len() as u64;
+        edge_agent::fixture::fill_backlog(&mut log, hospital, events, |written| {
             if written.is_multiple_of(100_000) || written == events {
                 eprintln!("  log filled: {written}/{events} events");
             }
-        }
+        })?;
         Ok(())
     })
     .await??;

@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+#[path = "../edge-agent/tests/support/nats.rs"]
+mod nats;
+
 struct Site {
     dir: tempfile::TempDir,
     dev: DevHospital,
@@ -78,7 +81,16 @@ impl Site {
     }
 
     fn start(&self) -> Child {
-        let mut child = hms(self.dir.path(), self.port)
+        self.start_with(&[])
+    }
+
+    /// Starts `hms edge` with these environment variables set beside the test's defaults.
+    fn start_with(&self, env: &[(&str, &str)]) -> Child {
+        let mut command = hms(self.dir.path(), self.port);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .arg("edge")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -331,4 +343,97 @@ fn a_log_cut_short_or_a_truncated_file_stops_the_edge_at_start() {
         said.contains("cut short") && said.contains("edge.sqlite"),
         "{said}"
     );
+}
+
+/// Every message of the events stream under `prefix`, as (origin node_seq) in stream order.
+async fn stream_seqs(
+    js: &async_nats::jetstream::Context,
+    names: &platform::streams::Names,
+) -> Vec<u64> {
+    let mut stream = js.get_stream(names.events_stream()).await.unwrap();
+    let total = stream.info().await.unwrap().state.messages;
+    let mut seqs = Vec::with_capacity(total as usize);
+    for seq in 1..=total {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let envelope: domain::envelope::Envelope =
+            serde_json::from_slice(&message.payload).unwrap();
+        seqs.push(envelope.origin.node_seq);
+    }
+    seqs
+}
+
+async fn stream_count(
+    js: &async_nats::jetstream::Context,
+    names: &platform::streams::Names,
+) -> u64 {
+    match js.get_stream(names.events_stream()).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_killed_mid_replay_sends_everything_exactly_once_after_restart() {
+    const BACKLOG: u64 = 20_000;
+    let site = Site::new();
+    // A long offline stretch: the backlog is in the log before sync ever runs.
+    let mut config = edge_agent::EdgeConfig::new(site.dir.path().to_owned());
+    config.hospital_id = Some(site.dev.hospital_id.as_uuid());
+    let hospital = site.dev.hospital_id;
+    tokio::task::spawn_blocking(move || {
+        let mut log = edge_agent::service::open_log(&config).unwrap();
+        edge_agent::fixture::fill_backlog(&mut log, hospital, BACKLOG, |_| {}).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let mut server = nats::NatsServer::new();
+    server.start();
+    let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[16..]);
+    let names = platform::streams::Names::new(&prefix).unwrap();
+    let env = [
+        ("HMS_NATS_URL", server.url()),
+        ("HMS_SUBJECT_PREFIX", prefix.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+
+    let mut edge = site.start_with(&env);
+    // Killed once part of the backlog is in the stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if stream_count(&js, &names).await >= 2_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    edge.kill().unwrap();
+    edge.wait().unwrap();
+    let at_kill = stream_count(&js, &names).await;
+    assert!(
+        at_kill < BACKLOG,
+        "killed after the replay ended ({at_kill})"
+    );
+
+    let mut edge = site.start_with(&env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stream_count(&js, &names).await < BACKLOG {
+        assert!(Instant::now() < deadline, "the replay did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A little longer: anything sent twice would land now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seqs = stream_seqs(&js, &names).await;
+    assert_eq!(seqs.len() as u64, BACKLOG, "doubles in the stream");
+    assert!(
+        seqs.iter().copied().eq(1..=BACKLOG),
+        "not every node_seq once, in order"
+    );
+    Command::new("kill")
+        .args(["-TERM", &edge.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(edge.wait().unwrap().success());
 }

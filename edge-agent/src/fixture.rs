@@ -260,3 +260,47 @@ impl DevCentral {
             .count() as u64
     }
 }
+
+/// Records `events` patient registrations straight into a log, in batches of 2,000, as a site
+/// that worked offline for a long time would hold them: the backlog of sync benchmarks and
+/// tests. `progress` is called after each batch with the count so far.
+pub fn fill_backlog(
+    log: &mut crate::log::EventLog,
+    hospital: HospitalId,
+    events: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<(), crate::log::LogError> {
+    use crate::log::{Append, Decided};
+    use domain::event::{Event, PatientRegistered};
+    let actor = envelope::Actor {
+        user_id: UserId::from_uuid(Uuid::now_v7()),
+        role: Role::Receptionist,
+    };
+    let at = Timestamp::new(chrono::Utc::now());
+    let mut written = 0u64;
+    while written < events {
+        let batch: Vec<Append> = (0..(events - written).min(2000))
+            .map(|_| Append {
+                command_id: CommandId::from_uuid(Uuid::now_v7()),
+                correlation_id: Uuid::now_v7(),
+                actor,
+                occurred_at: at,
+                events: vec![Decided::from(Event::from(PatientRegistered {
+                    patient_id: PatientId::from_uuid(Uuid::now_v7()),
+                    hospital_id: hospital,
+                    name: Name::parse("Amina Otieno").expect("a name"),
+                    birth_date: BirthDate::parse("1984-03-12").expect("a date"),
+                    sex: Sex::Female,
+                    national_id: None,
+                    phone: Some(Phone::parse("+254712345678").expect("a phone")),
+                    region_code: Some(RegionCode::parse("KE-30").expect("a region")),
+                }))],
+                traceparent: None,
+            })
+            .collect();
+        log.append_batch(&batch)?;
+        written += batch.len() as u64;
+        progress(written);
+    }
+    Ok(())
+}

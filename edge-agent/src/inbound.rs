@@ -126,6 +126,7 @@ async fn follow(
         Err(e) => return format!("pulling from {name}: {e}"),
     };
     tracing::info!(feed, consumer = %name, filter, "following central events");
+    let own = identity.node_id.to_string();
     loop {
         // Wait for one message, then take whatever else is already here, up to a batch.
         let first = match messages.next().await {
@@ -143,6 +144,13 @@ async fn follow(
         }
         let mut envelopes = Vec::with_capacity(batch.len());
         for message in &batch {
+            let origin = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(crate::sync::ORIGIN_HEADER));
+            if origin.is_some_and(|node| node.as_str() == own) {
+                continue;
+            }
             match serde_json::from_slice::<Envelope>(&message.payload) {
                 Ok(envelope) => envelopes.push(envelope),
                 Err(e) => {

@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// The header naming the node that recorded an event, so a node following its hospital's
+/// subjects passes over its own events without reading them.
+pub const ORIGIN_HEADER: &str = "Hms-Origin-Node";
+
 /// Most events read from the log and published in one round.
 const ROUND: usize = 1000;
 /// Most publish acknowledgements awaited at once.
@@ -321,7 +325,7 @@ pub async fn run_outbound(
             let pending = on_log(&outbox, move |o| o.unsent(cursor, &names)).await?;
             let count = pending.len();
             if count > 0 {
-                let result = publish(&current.js, pending, &mut cursor).await;
+                let result = publish(&current.js, &node_key, pending, &mut cursor).await;
                 sent = sent.max(cursor);
                 let error = result.as_ref().err().cloned();
                 let mark = sent;
@@ -591,6 +595,7 @@ async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result
 /// to each event whose acknowledgement arrives, in order, so it never passes a failure.
 async fn publish(
     js: &async_nats::jetstream::Context,
+    node: &str,
     pending: Vec<Pending>,
     sent: &mut u64,
 ) -> Result<(), String> {
@@ -602,6 +607,7 @@ async fn publish(
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.event_id.as_str());
+        headers.insert(ORIGIN_HEADER, node);
         if let Some(traceparent) = &event.traceparent {
             headers.insert("traceparent", traceparent.as_str());
         }
