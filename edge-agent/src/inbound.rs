@@ -7,7 +7,7 @@
 
 use crate::log::Identity;
 use crate::sync::{SharedState, SyncConfig, backoff};
-use crate::writer::Writer;
+use crate::writer::{ReceiveError, Writer};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use domain::envelope::Envelope;
 use futures::{FutureExt, StreamExt};
@@ -184,9 +184,10 @@ async fn follow(
     }
 }
 
-/// Stores a batch. When the batch as a whole is refused (an event that cannot be read or folded
-/// here), each event goes on its own, and only the ones refused alone are passed over (logged and
-/// counted in status), so one bad event does not hold back every later one.
+/// Stores a batch. When it holds an event this build cannot read, each event goes on its own and
+/// only the unreadable ones are passed over (logged and counted in status), so one does not hold
+/// back every later event. A storage error stores and acknowledges nothing: the batch comes
+/// again.
 async fn store(
     writer: &Writer,
     envelopes: Vec<Envelope>,
@@ -198,20 +199,22 @@ async fn store(
     }
     match writer.receive(envelopes.clone()).await {
         Ok(stored) => Ok(stored),
-        Err(e) if writer.is_closed() => Err(e),
-        Err(batch_error) => {
+        Err(ReceiveError::Storage(e)) => Err(format!("storing central events: {e}")),
+        Err(ReceiveError::Unreadable(batch_error)) => {
             tracing::warn!(
                 feed,
-                "a batch was refused, storing one by one: {batch_error}"
+                "a batch holds an unreadable event, storing one by one: {batch_error}"
             );
             let mut stored = 0;
             for envelope in envelopes {
                 let id = envelope.event_id;
                 match writer.receive(vec![envelope]).await {
                     Ok(n) => stored += n,
-                    Err(e) if writer.is_closed() => return Err(e),
-                    Err(e) => {
-                        tracing::error!(feed, event_id = %id, "a central event is skipped: {e}");
+                    Err(ReceiveError::Storage(e)) => {
+                        return Err(format!("storing central events: {e}"));
+                    }
+                    Err(ReceiveError::Unreadable(e)) => {
+                        tracing::error!(feed, event_id = %id, "a central event this build cannot read is skipped: {e}");
                         state.lock().expect("sync state").inbound_skipped += 1;
                     }
                 }

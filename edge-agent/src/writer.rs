@@ -51,7 +51,7 @@ pub struct CommandRequest {
 #[allow(clippy::large_enum_variant)]
 enum Job {
     Command(CommandRequest, oneshot::Sender<Reply>),
-    Receive(Vec<Envelope>, oneshot::Sender<Result<usize, String>>),
+    Receive(Vec<Envelope>, oneshot::Sender<Result<usize, ReceiveError>>),
 }
 
 /// Figures the rest of the edge reads without asking the writer.
@@ -125,14 +125,16 @@ impl Writer {
 
     /// Stores events recorded elsewhere (central reference data, other nodes' events of this
     /// hospital); returns how many were new.
-    pub async fn receive(&self, events: Vec<Envelope>) -> Result<usize, String> {
+    pub async fn receive(&self, events: Vec<Envelope>) -> Result<usize, ReceiveError> {
         let (reply, answer) = oneshot::channel();
         if self.jobs.send(Job::Receive(events, reply)).await.is_err() {
-            return Err("the event log is shutting down".into());
+            return Err(ReceiveError::Storage(
+                "the event log is shutting down".into(),
+            ));
         }
         answer
             .await
-            .unwrap_or_else(|_| Err("the event log stopped".into()))
+            .unwrap_or_else(|_| Err(ReceiveError::Storage("the event log stopped".into())))
     }
 }
 
@@ -347,11 +349,24 @@ fn failed(command_id: CommandId, e: &LogError) -> Reply {
     Reply::Failed(e.to_string())
 }
 
+/// Why events from elsewhere were not stored: nothing was (the batch is one transaction).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// An event this build cannot read (an unknown type or version): it will never be readable
+    /// here, so a caller may pass it over.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The log could not be read or written: try again later, never pass anything over.
+    #[error("{0}")]
+    Storage(String),
+}
+
 fn receive(
     log: &mut EventLog,
     cache: &mut StateCache,
     envelopes: Vec<Envelope>,
-) -> Result<usize, String> {
+) -> Result<usize, ReceiveError> {
+    let storage = |e: LogError| ReceiveError::Storage(e.to_string());
     let own = log.identity().node_id;
     let mut inbound = Vec::with_capacity(envelopes.len());
     let changes = {
@@ -361,21 +376,18 @@ fn receive(
             if envelope.origin.node_id == own || !seen.insert(envelope.event_id) {
                 continue;
             }
-            if log
-                .has_inbound(envelope.event_id)
-                .map_err(|e| e.to_string())?
-            {
+            if log.has_inbound(envelope.event_id).map_err(storage)? {
                 continue;
             }
             let event = envelope.event().map_err(|e| {
-                format!(
+                ReceiveError::Unreadable(format!(
                     "event {} ({}) cannot be read: {e}",
                     envelope.event_id, envelope.event_type
-                )
+                ))
             })?;
             let state_after = facts.fold(&event, &envelope.stamp(), &mut Undo::default());
             if let Some(e) = facts.take_error() {
-                return Err(e.to_string());
+                return Err(storage(e));
             }
             inbound.push(Inbound {
                 envelope,
@@ -385,7 +397,7 @@ fn receive(
         }
         facts.into_changes()
     };
-    let stored = log.record_inbound(&inbound).map_err(|e| e.to_string())?;
+    let stored = log.record_inbound(&inbound).map_err(storage)?;
     cache.committed(changes);
     tracing::info!(
         received = inbound.len(),

@@ -368,3 +368,45 @@ async fn wait_for_stream(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_this_build_cannot_read_is_passed_over_and_later_ones_still_arrive() {
+    let mut nats = NatsServer::new();
+    nats.start();
+    let prefix = prefix();
+    let edge = spawn_synced(&nats, &prefix).await;
+    let hospital = edge.dev.hospital_id;
+    let mut central = edge.dev.central.clone();
+    let admin = edge.dev.admin.clone();
+    let (_, first) = register_user(
+        &mut central,
+        &admin,
+        hospital,
+        "first.user",
+        "passphrase one",
+        Role::Nurse,
+    );
+    // An event of a type a later version would add, on this hospital's subject.
+    let mut future = first[0].clone();
+    future.event_id = EventId::from_uuid(Uuid::now_v7());
+    future.event_type = "WardOpened".into();
+    let (_, second) = register_user(
+        &mut central,
+        &admin,
+        hospital,
+        "second.user",
+        "passphrase two",
+        Role::Nurse,
+    );
+    publish(&nats, &prefix, &[future]).await;
+    publish(&nats, &prefix, &first).await;
+    publish(&nats, &prefix, &second).await;
+    wait_for_login(&edge, "second.user", "passphrase two").await;
+    wait_for_login(&edge, "first.user", "passphrase one").await;
+    let status = edge
+        .get(&edge.token(Role::Nurse), "/v1/sync/status")
+        .await
+        .body;
+    assert_eq!(status["inbound_events_skipped"], 1, "{status}");
+    assert_eq!(status["inbound_events_stored"], 2, "{status}");
+}
