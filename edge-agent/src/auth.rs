@@ -1,7 +1,9 @@
 //! `POST /v1/auth/login` at the edge (CONTRACT.md): the hospital's staff sign in with the
 //! credentials sync brought here, also while offline. The password is checked against the
-//! recorded argon2id hash; the token is signed with this node's key, which the edge's verifier
-//! trusts beside the central token key, so a token made here is good at this edge only.
+//! recorded argon2id hash; the token is signed with this edge's login key, which the edge's
+//! verifier trusts beside the central token keys, so a token made here is good at this edge only.
+//! [`TokenCheck`] is that verifier: the configured key, the login key, and the central key that
+//! sync brings (kept in the log, so it holds offline and across restarts).
 //! Failures are counted per username: too many in a window answer 429 with `Retry-After`.
 
 use crate::http::{ApiError, AppState};
@@ -13,12 +15,63 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use domain::rejection::FieldError;
 use domain::values::{OrgId, PatientId, Role, UserId};
-use platform::token::{Claims, TokenSigner};
+use ed25519_dalek::VerifyingKey;
+use platform::token::{CachingVerifier, Claims, TokenError, TokenSigner, TokenVerifier};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Checks bearer tokens against every key this edge trusts. The central key can change while
+/// the edge runs (sync brings it); the check then starts from a fresh cache.
+#[derive(Debug)]
+pub struct TokenCheck {
+    base: TokenVerifier,
+    central: Mutex<Option<VerifyingKey>>,
+    current: RwLock<Arc<CachingVerifier>>,
+}
+
+impl TokenCheck {
+    const CACHED_TOKENS: usize = 10_000;
+
+    /// `base` trusts the configured key and the login key; `central`, the key sync brought last.
+    pub fn new(base: TokenVerifier, central: Option<VerifyingKey>) -> Self {
+        let verifier = match &central {
+            Some(key) => base.clone().trusting(key),
+            None => base.clone(),
+        };
+        TokenCheck {
+            base,
+            central: Mutex::new(central),
+            current: RwLock::new(Arc::new(CachingVerifier::new(
+                verifier,
+                Self::CACHED_TOKENS,
+            ))),
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let verifier = self.current.read().expect("token check").clone();
+        verifier.verify(token)
+    }
+
+    /// Trusts `key` as the central token key (in place of the one before). Returns whether it
+    /// changed.
+    pub fn trust_central(&self, key: VerifyingKey) -> bool {
+        let mut central = self.central.lock().expect("central key");
+        if central.as_ref() == Some(&key) {
+            return false;
+        }
+        *central = Some(key);
+        *self.current.write().expect("token check") = Arc::new(CachingVerifier::new(
+            self.base.clone().trusting(&key),
+            Self::CACHED_TOKENS,
+        ));
+        true
+    }
+}
 
 /// Failed attempts allowed per username in [`WINDOW`] before logins wait.
 const MAX_FAILURES: u32 = 5;

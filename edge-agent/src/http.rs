@@ -17,7 +17,6 @@ use domain::rejection::{FieldError, Rejection};
 use domain::values::{Date, OrgId, PatientId, Role, Timestamp, UserId};
 use domain::wire::{self, ParseError};
 use platform::problem::Problem;
-use platform::token::CachingVerifier;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -35,7 +34,7 @@ const MAX_SEARCH_RESULTS: u32 = 100;
 pub struct AppState {
     pub writer: Writer,
     pub readers: Readers,
-    pub verifier: Arc<CachingVerifier>,
+    pub verifier: Arc<crate::auth::TokenCheck>,
     pub identity: Identity,
     /// Set when the background verification of the log found a break: the edge stops taking
     /// commands rather than extend a damaged history.

@@ -275,6 +275,16 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
             .context("starting the checkpoint thread")?
     };
 
+    // Tokens signed with the configured key, the central key sync brought (kept in the log), or
+    // this edge's login key.
+    let central_key = {
+        let conn = rusqlite::Connection::open(&db).context("reading the trusted keys")?;
+        crate::sync::stored_central_key(&conn).map_err(|e| anyhow::anyhow!(e))?
+    };
+    let tokens = Arc::new(crate::auth::TokenCheck::new(
+        keys.verifier().trusting(&login_key.verifying_key()),
+        central_key,
+    ));
     let sync_state: crate::sync::SharedState = Arc::default();
     let sync_task = config.sync.clone().map(|sync| {
         tokio::spawn(crate::sync::run_outbound(
@@ -283,6 +293,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
             sync,
             sync_state.clone(),
             writer.progress().committed.clone(),
+            tokens.clone(),
         ))
     });
 
@@ -299,11 +310,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let state = AppState {
         writer: writer.clone(),
         readers: Readers::new(db.clone()),
-        // Central tokens, and the ones this edge makes at login with its node key.
-        verifier: Arc::new(platform::token::CachingVerifier::new(
-            keys.verifier().trusting(&login_key.verifying_key()),
-            10_000,
-        )),
+        verifier: tokens.clone(),
         logins: Arc::new(crate::auth::Logins::new(
             platform::token::TokenSigner::from_signing_key(&login_key),
             config.token_ttl,

@@ -5,6 +5,8 @@
 //! through its own connection, and nothing is ever deleted from the log.
 
 use async_nats::jetstream::kv;
+use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::pkcs8::DecodePublicKey;
 use platform::streams::{self, Names};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -28,6 +30,12 @@ CREATE TABLE IF NOT EXISTS sync_marks (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     sent_seq INTEGER NOT NULL,
     confirmed_seq INTEGER NOT NULL
+);
+-- Public keys sync brought (name `jwt`: the central token key, SPKI PEM), kept for offline use.
+CREATE TABLE IF NOT EXISTS trusted_keys (
+    name TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    received_at TEXT NOT NULL
 );
 -- Each sync round: when, how many events, and how it ended. Bounded.
 CREATE TABLE IF NOT EXISTS sync_log (
@@ -171,6 +179,23 @@ pub fn status(
     }))
 }
 
+/// The central token key kept from an earlier sync, if any.
+pub fn stored_central_key(conn: &Connection) -> Result<Option<VerifyingKey>, String> {
+    let pem: Option<String> = conn
+        .query_row(
+            "SELECT public_key FROM trusted_keys WHERE name = ?1",
+            [streams::TRUSTED_JWT_KEY],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| e.to_string())?;
+    pem.map(|pem| {
+        VerifyingKey::from_public_key_pem(&pem)
+            .map_err(|e| format!("the kept central token key is not an Ed25519 key: {e}"))
+    })
+    .transpose()
+}
+
 struct Outbox {
     conn: Connection,
     identity: crate::log::Identity,
@@ -190,6 +215,14 @@ impl Outbox {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA synchronous = FULL;")?;
         Ok(Outbox { conn, identity })
+    }
+
+    fn record_trusted(&self, name: &str, pem: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO trusted_keys (name, public_key, received_at) VALUES (?1, ?2, ?3)",
+            params![name, pem, now()],
+        )?;
+        Ok(())
     }
 
     fn record_confirmed(&self, confirmed: u64) -> rusqlite::Result<()> {
@@ -270,6 +303,8 @@ struct Session {
     status: Option<kv::Store>,
     /// The confirmation bucket, once the audit projector has made it.
     confirmed: Option<kv::Store>,
+    /// The trust bucket, once the command service has made it.
+    trust: Option<kv::Store>,
 }
 
 /// Runs outbound sync until the task is dropped. `committed` wakes it when the writer commits.
@@ -279,6 +314,7 @@ pub async fn run_outbound(
     config: SyncConfig,
     state: SharedState,
     committed: Arc<Notify>,
+    tokens: Arc<crate::auth::TokenCheck>,
 ) {
     let outbox = match Outbox::open(&db, identity) {
         Ok(outbox) => Arc::new(Mutex::new(outbox)),
@@ -374,6 +410,7 @@ pub async fn run_outbound(
             if now >= next_status {
                 next_status = now + config.status_interval;
                 publish_status(current, &outbox, &state, &node_key, &config.names).await;
+                take_trusted_key(current, &outbox, &tokens, &config.names).await;
             }
             Ok::<_, String>(count)
         };
@@ -455,6 +492,55 @@ async fn read_confirmed(
         .await
         .map_err(|e| format!("reading the confirmed mark: {e}"))?;
     Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok()))
+}
+
+/// Takes in the central token key from the trust bucket when it is there and new: kept in the
+/// log first, then trusted. A missing bucket or key is normal (no command service yet); a bad
+/// key is logged and ignored.
+async fn take_trusted_key(
+    session: &mut Session,
+    outbox: &Arc<Mutex<Outbox>>,
+    tokens: &Arc<crate::auth::TokenCheck>,
+    names: &Names,
+) {
+    if session.trust.is_none() {
+        match session.js.get_key_value(names.trust_bucket()).await {
+            Ok(store) => session.trust = Some(store),
+            Err(_) => return,
+        }
+    }
+    let store = session.trust.as_ref().expect("opened");
+    let pem = match store.get(streams::TRUSTED_JWT_KEY).await {
+        Ok(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("cannot read the trusted keys: {e}");
+            return;
+        }
+    };
+    let key = match VerifyingKey::from_public_key_pem(&pem) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::error!(
+                "the central token key in {} is not an Ed25519 public key: {e}",
+                names.trust_bucket()
+            );
+            return;
+        }
+    };
+    let kept = on_log(outbox, move |o| {
+        o.record_trusted(streams::TRUSTED_JWT_KEY, &pem)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match kept {
+        Ok(()) => {
+            if tokens.trust_central(key) {
+                tracing::info!("the central token key from sync is now trusted");
+            }
+        }
+        Err(e) => tracing::warn!("cannot keep the central token key: {e}"),
+    }
 }
 
 /// Publishes this edge's status to the sync-status bucket. A failure is logged, not fatal:
@@ -588,6 +674,7 @@ async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result
         js,
         status: None,
         confirmed: None,
+        trust: None,
     })
 }
 

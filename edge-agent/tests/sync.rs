@@ -280,3 +280,76 @@ async fn the_status_is_published_centrally_keyed_by_node() {
         serde_json::from_slice(&bucket.get(&node).await.unwrap().unwrap()).unwrap();
     assert_ne!(again["reported_at"], first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_central_token_key_arrives_through_sync_and_holds_offline() {
+    use ed25519_dalek::pkcs8::{EncodePublicKey, spki::der::pem::LineEnding};
+    let mut nats = NatsServer::new();
+    nats.start();
+    let prefix = prefix();
+    let names = platform::streams::Names::new(&prefix).unwrap();
+    let edge = TestEdge::spawn_with(|config| {
+        let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names.clone());
+        sync.status_interval = Duration::from_millis(200);
+        sync.max_backoff = Duration::from_millis(500);
+        config.sync = Some(sync);
+    })
+    .await;
+    // The command service's key: not the one the edge was configured with.
+    let central = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let signer = platform::token::TokenSigner::from_signing_key(&central);
+    let token = signer.mint(&platform::token::Claims::new(
+        edge.dev.user(Role::Nurse),
+        edge.dev.hospital_id.into(),
+        vec![Role::Nurse],
+        None,
+        600,
+        platform::token::unix_now(),
+    ));
+    let before = edge.get(&token, "/v1/sync/status").await;
+    assert_eq!(before.status, StatusCode::UNAUTHORIZED);
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let trust =
+        platform::streams::ensure_bucket(&js, platform::streams::trust_bucket_config(&names))
+            .await
+            .unwrap();
+    let pem = central
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    trust
+        .put(platform::streams::TRUSTED_JWT_KEY, pem.clone().into())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while edge.get(&token, "/v1/sync/status").await.status != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the central key never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Kept in the log for offline work and restarts; the edge's own tokens still work.
+    nats.stop();
+    assert_eq!(
+        edge.get(&token, "/v1/sync/status").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        edge.get(&edge.token(Role::Nurse), "/v1/sync/status")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let kept: String = rusqlite::Connection::open(edge.db())
+        .unwrap()
+        .query_row(
+            "SELECT public_key FROM trusted_keys WHERE name = 'jwt'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, pem);
+}

@@ -89,6 +89,12 @@ impl Names {
         format!("{}_SYNC_STATUS", self.upper())
     }
 
+    /// `HMS_TRUST`: KV bucket of the public keys edges must trust, key `jwt` = the central
+    /// token-verifying key (SPKI PEM), so a site verifies central tokens offline.
+    pub fn trust_bucket(&self) -> String {
+        format!("{}_TRUST", self.upper())
+    }
+
     /// The durable consumer through which an edge receives one feed (`org`, `plans`, ...).
     pub fn edge_consumer(&self, node_id: &str, feed: &str) -> String {
         format!("edge_{node_id}_{feed}")
@@ -194,6 +200,18 @@ pub fn sync_status_bucket_config(names: &Names) -> stream::Config {
         8 * 1024,
     )
 }
+
+/// The trust bucket: public keys every edge takes in (key `jwt`: the central token key).
+pub fn trust_bucket_config(names: &Names) -> stream::Config {
+    bucket_config(
+        names.trust_bucket(),
+        "Public keys edges trust: jwt = the central token-verifying key (SPKI PEM)",
+        4 * 1024,
+    )
+}
+
+/// The key in the trust bucket that holds the central token-verifying key.
+pub const TRUSTED_JWT_KEY: &str = "jwt";
 
 /// Opens a KV bucket (defined by one of the `*_bucket_config` functions), creating it first if
 /// no process has yet.

@@ -53,6 +53,7 @@ fn the_readable_copy_in_nats_matches_the_code() {
         streams::public_config(&names, window),
         streams::confirmed_bucket_config(&names),
         streams::sync_status_bucket_config(&names),
+        streams::trust_bucket_config(&names),
     ] {
         let code = serde_json::to_value(&config).unwrap();
         assert_eq!(
