@@ -548,6 +548,17 @@ async fn each_user_can_do_its_work_and_nothing_else() {
     )
     .await
     .unwrap();
+    edge.flush().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while events_stream
+        .get_last_raw_message_by_subject(&replied)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the event itself is stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A pull request for the edge's own consumer, answered to `hms.public.leak`.
     edge.publish_with_reply(
         format!(
             "{}.CONSUMER.MSG.NEXT.HMS_EVENTS.{org}",
@@ -559,14 +570,7 @@ async fn each_user_can_do_its_work_and_nothing_else() {
     .await
     .unwrap();
     edge.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        events_stream
-            .get_last_raw_message_by_subject(&replied)
-            .await
-            .is_ok(),
-        "the event itself is stored"
-    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(status.get(&node_b).await.unwrap(), None);
     assert_not_stored(&public_stream, "hms.public.leak").await;
     assert_eq!(

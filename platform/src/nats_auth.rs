@@ -21,10 +21,11 @@
 //! - The server answers JetStream calls and acknowledgements on the *reply subject the caller
 //!   chose*, and pull requests deliver stream messages there, without checking the caller's
 //!   permissions. In one account, an edge allowed to publish `hms.events.<own>.x` could name
-//!   `$KV.HMS_SYNC_STATUS.<other node>` or `hms.public.x` as the reply and have the server
-//!   write there for it; through a pull request, with bytes it chose. Replies to a request that
-//!   crossed a service import come back into the requester's own account, where nothing else
-//!   lives.
+//!   `$KV.HMS_SYNC_STATUS.<other node>` as the reply and have the acknowledgement stored as
+//!   that node's status; and a pull of its own consumer answered to `hms.public.x` stored its
+//!   own event, bytes it chose, in `HMS_PUBLIC` for analysts to read. Replies to a request
+//!   that crossed a service import come back into the requester's own account, where no
+//!   stream lives.
 //! - A consumer's push delivery subject is not checked against the permissions of whoever
 //!   creates it (nats-server issue #8274), and no subject permission sees it: it is in the body
 //!   of the request. So no one but `central` creates consumers.
