@@ -569,7 +569,10 @@ async fn each_user_can_do_its_work_and_nothing_else() {
     )
     .await
     .unwrap();
-    edge.flush().await.unwrap();
+    // A request answered on the same connection: the server has handled the pull before it.
+    js.get_consumer_from_stream::<consumer::pull::Config, _, _>(&org, names.events_stream())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(status.get(&node_b).await.unwrap(), None);
     assert_not_stored(&public_stream, "hms.public.leak").await;
@@ -593,7 +596,8 @@ async fn each_user_can_do_its_work_and_nothing_else() {
 
     // Receives the anonymised facts as they are published.
     let mut public = analyst.subscribe("hms.public.>").await.unwrap();
-    analyst.flush().await.unwrap();
+    // `flush` only writes; a request answered proves the server has the subscription.
+    let history = ajs.get_stream(names.public_stream()).await.unwrap();
     publish_acked(&cjs, "hms.public.w2", "week 2").await;
     let fact = tokio::time::timeout(WAIT, public.next())
         .await
@@ -603,6 +607,7 @@ async fn each_user_can_do_its_work_and_nothing_else() {
     assert_eq!(&fact.payload[..], b"week 2");
 
     // Replays their history, message by message.
+    assert_eq!(history.cached_info().state.messages, 1);
     let history = ajs.get_stream(names.public_stream()).await.unwrap();
     assert_eq!(history.cached_info().state.messages, 2);
     let first = history.get_raw_message(1).await.unwrap();
