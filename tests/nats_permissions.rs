@@ -290,10 +290,10 @@ async fn each_user_can_do_its_work_and_nothing_else() {
 
     // Reads its own feeds, which central made: its hospital's events, and the plans of all.
     let org = names.edge_consumer(&node_a, "org");
-    let got = fetch(&js, &names, &org).await;
+    let got = fetch(&js, &names, &org, 1).await;
     assert_eq!(got, vec![own.clone()], "only its own hospital's events");
     let plans = names.edge_consumer(&node_a, "plans");
-    assert_eq!(fetch(&js, &names, &plans).await, vec![plan.clone()]);
+    assert_eq!(fetch(&js, &names, &plans, 1).await, vec![plan.clone()]);
     let org_info = cjs
         .get_consumer_from_stream::<consumer::pull::Config, _, _>(&org, names.events_stream())
         .await
@@ -920,37 +920,46 @@ async fn consumer_names(stream: &jetstream::stream::Stream) -> Vec<String> {
     names
 }
 
-/// The subjects an edge pulls from one of its consumers (acknowledging each and waiting for
-/// the server to confirm the acknowledgement).
-async fn fetch(js: &jetstream::Context, names: &Names, consumer: &str) -> Vec<String> {
-    let consumer = tokio::time::timeout(
+/// The subjects an edge pulls from one of its consumers as its inbound sync does (opening the
+/// stream without reading its information, then `get_or_create_consumer` and `messages`):
+/// `count` of them, each acknowledged (the server confirming), and then nothing more.
+async fn fetch(
+    js: &jetstream::Context,
+    names: &Names,
+    consumer: &str,
+    count: usize,
+) -> Vec<String> {
+    let stream = js.get_stream_no_info(names.events_stream()).await.unwrap();
+    let consumer: jetstream::consumer::Consumer<consumer::pull::Config> = tokio::time::timeout(
         WAIT,
-        js.get_consumer_from_stream::<consumer::pull::Config, _, _>(
+        stream.get_or_create_consumer(
             consumer,
-            names.events_stream(),
+            consumer::pull::Config {
+                durable_name: Some(consumer.to_owned()),
+                ..Default::default()
+            },
         ),
     )
     .await
     .expect("consumer info in time")
     .expect("the edge reads its consumer");
-    let mut messages = consumer
-        .fetch()
-        .max_messages(100)
-        .expires(Duration::from_secs(1))
-        .messages()
-        .await
-        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
     let mut subjects = Vec::new();
-    while let Some(message) = tokio::time::timeout(WAIT, messages.next())
-        .await
-        .expect("the fetch ends in time")
-    {
-        let message = message.unwrap();
+    while subjects.len() < count {
+        let message = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .expect("the next message in time")
+            .unwrap()
+            .unwrap();
         subjects.push(message.subject.to_string());
         tokio::time::timeout(WAIT, message.double_ack())
             .await
             .expect("acknowledged in time")
             .unwrap();
+    }
+    if let Ok(Some(more)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await
+    {
+        panic!("more than {count} messages: {more:?}");
     }
     subjects
 }

@@ -149,15 +149,18 @@ pub struct EdgeFeed {
 }
 
 /// The definition of one edge's consumer of one feed: durable, pulled, every event from the
-/// start of the history, each acknowledged on its own.
+/// start of the history; one acknowledgement covers the batch before it (as the edge's inbound
+/// sync acknowledges).
 pub fn edge_consumer_config(node_id: &str, feed: &EdgeFeed) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(feed.consumer.clone()),
         name: Some(feed.consumer.clone()),
-        description: Some(format!("Edge {node_id}: the {} feed", feed.feed)),
+        description: Some(format!("edge {node_id} feed {}", feed.feed)),
         filter_subject: feed.filter.clone(),
         deliver_policy: consumer::DeliverPolicy::All,
-        ack_policy: consumer::AckPolicy::Explicit,
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 10_000,
         ..Default::default()
     }
 }
