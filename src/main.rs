@@ -4,6 +4,7 @@
 
 mod bench;
 mod edge_cli;
+mod nats_config;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -52,6 +53,9 @@ enum Action {
     Bench(bench::BenchArgs),
     /// List the commands the domain decides, with the roles that may issue each.
     Commands,
+    /// Print the NATS server configuration (accounts and permissions of central, analysts and
+    /// each edge), or a bcrypt hash for one of its passwords.
+    NatsConfig(nats_config::NatsConfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +131,7 @@ fn main() -> Result<()> {
         Action::Audit => not_built_yet("hms audit", "history verification"),
         Action::Demo => not_built_yet("hms demo", "the demo"),
         Action::Bench(args) => bench::run(args),
+        Action::NatsConfig(args) => nats_config::run(args),
     }
 }
 

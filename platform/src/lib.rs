@@ -3,6 +3,7 @@
 //! ([`problem`]). It does I/O (files, clock) so the domain can stay pure.
 
 pub mod keys;
+pub mod nats_auth;
 pub mod password;
 pub mod problem;
 pub mod streams;

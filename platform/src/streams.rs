@@ -3,7 +3,7 @@
 //! first. `nats/streams.json` mirrors these definitions for the default prefix; a test holds the
 //! two together.
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, consumer, kv, stream};
 use std::time::Duration;
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-sent event. Short on purpose
@@ -106,9 +106,92 @@ impl Names {
         format!("_INBOX_{node_id}")
     }
 
-    fn upper(&self) -> String {
+    /// The durable consumers of one edge: for each feed of [`EDGE_FEEDS`], its name
+    /// ([`Names::edge_consumer`]) and the subjects it receives. Central creates them
+    /// ([`ensure_edge_consumers`]); the edge only reads them (`nats/README.md`).
+    pub fn edge_feeds(&self, node_id: &str, hospital_id: &str) -> Vec<EdgeFeed> {
+        EDGE_FEEDS
+            .iter()
+            .map(|&feed| EdgeFeed {
+                feed,
+                consumer: self.edge_consumer(node_id, feed),
+                filter: match feed {
+                    "org" => self.org_subjects(hospital_id),
+                    "plans" => self.type_subjects("plan"),
+                    "insurers" => self.type_subjects("insurer"),
+                    other => unreachable!("EDGE_FEEDS has no feed {other}"),
+                },
+            })
+            .collect()
+    }
+
+    /// The JetStream API prefix of a connection outside the central account (an edge, an
+    /// analyst): `$JS.HMS.API` for the default prefix. Their accounts import the few API
+    /// subjects they may use under this prefix (`nats/server.conf`), so a client there makes its
+    /// context with `async_nats::jetstream::with_prefix(client, &names.jetstream_api_prefix())`.
+    pub fn jetstream_api_prefix(&self) -> String {
+        format!("$JS.{}.API", self.upper())
+    }
+
+    /// The upper-case form of the prefix that starts stream, bucket and account names.
+    pub(crate) fn upper(&self) -> String {
         self.prefix.to_uppercase().replace('-', "_")
     }
+}
+
+/// The feeds through which an edge receives central history (ARCHITECTURE.md): its own
+/// hospital's events (`org`), and the reference data every edge keeps for offline work:
+/// insurance plans (`plans`) and insurers (`insurers`).
+pub const EDGE_FEEDS: [&str; 3] = ["org", "plans", "insurers"];
+
+/// One feed of one edge: a durable pull consumer on the events stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeFeed {
+    pub feed: &'static str,
+    /// `edge_<node>_<feed>`.
+    pub consumer: String,
+    /// The consumer's filter subject.
+    pub filter: String,
+}
+
+/// The definition of one edge's consumer of one feed: durable, pulled, every event from the
+/// start of the history; one acknowledgement covers the batch before it (as the edge's inbound
+/// sync acknowledges).
+pub fn edge_consumer_config(node_id: &str, feed: &EdgeFeed) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(feed.consumer.clone()),
+        name: Some(feed.consumer.clone()),
+        description: Some(format!("edge {node_id} feed {}", feed.feed)),
+        filter_subject: feed.filter.clone(),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// Creates the consumers of one edge (every feed of [`Names::edge_feeds`]) if they do not exist
+/// yet. Central calls this for each edge it knows: an edge may read its consumers but not create
+/// any, because a consumer's configuration (its push delivery subject above all) is not
+/// something subject permissions can confine (`nats/README.md`).
+pub async fn ensure_edge_consumers(
+    js: &jetstream::Context,
+    names: &Names,
+    node_id: &str,
+    hospital_id: &str,
+) -> Result<Vec<EdgeFeed>, StreamError> {
+    let stream = names.events_stream();
+    let feeds = names.edge_feeds(node_id, hospital_id);
+    for feed in &feeds {
+        js.create_consumer_on_stream(edge_consumer_config(node_id, feed), &stream)
+            .await
+            .map_err(|e| StreamError::Setup {
+                name: format!("{stream} consumer {}", feed.consumer),
+                detail: e.to_string(),
+            })?;
+    }
+    Ok(feeds)
 }
 
 /// The definition of the events stream.
