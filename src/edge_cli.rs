@@ -66,6 +66,12 @@ pub struct EdgeOpts {
     /// Work without sync (the log keeps everything for later).
     #[arg(long, global = true)]
     offline: bool,
+    /// This edge's NATS user on a production server (`edge-<node_id>`, see nats/README.md).
+    #[arg(long, env = "HMS_NATS_USER", global = true)]
+    nats_user: Option<String>,
+    /// Its password (from the environment only, so it is never in `ps`).
+    #[arg(skip = std::env::var("HMS_NATS_PASSWORD").ok())]
+    nats_password: Option<String>,
     /// Seconds events may stay sent but unconfirmed before they are sent again.
     #[arg(
         long,
@@ -100,6 +106,16 @@ impl EdgeOpts {
             let mut sync = edge_agent::sync::SyncConfig::new(self.nats_url.clone(), names);
             sync.confirm_timeout = std::time::Duration::from_secs(self.confirm_timeout_secs);
             sync.status_interval = std::time::Duration::from_secs(self.status_interval_secs);
+            sync.credentials = match (&self.nats_user, &self.nats_password) {
+                (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+                (None, None) => None,
+                (Some(_), None) => {
+                    anyhow::bail!("HMS_NATS_USER is set but HMS_NATS_PASSWORD is not")
+                }
+                (None, Some(_)) => {
+                    anyhow::bail!("HMS_NATS_PASSWORD is set but HMS_NATS_USER is not")
+                }
+            };
             config.sync = Some(sync);
         }
         Ok(config)

@@ -213,6 +213,14 @@ async fn each_user_can_do_its_work_and_nothing_else() {
     let status = streams::ensure_bucket(&cjs, streams::sync_status_bucket_config(&names))
         .await
         .unwrap();
+    let trust = streams::ensure_bucket(&cjs, streams::trust_bucket_config(&names))
+        .await
+        .unwrap();
+    trust
+        .put(streams::TRUSTED_JWT_KEY, "central key".into())
+        .await
+        .unwrap();
+    trust.put("other", "not for edges".into()).await.unwrap();
     for edge in &edges {
         streams::ensure_edge_consumers(&cjs, &names, &edge.node_id, &edge.hospital_id)
             .await
@@ -482,6 +490,23 @@ async fn each_user_can_do_its_work_and_nothing_else() {
         confirmed_a.get(&node_a).await.unwrap().as_deref(),
         Some(&b"41"[..])
     );
+    // Reads the central token key, and nothing else of the trust bucket.
+    let trust_a = js.get_key_value(names.trust_bucket()).await.unwrap();
+    assert_eq!(
+        trust_a
+            .get(streams::TRUSTED_JWT_KEY)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"central key"[..])
+    );
+    denied(
+        &events,
+        "Publish",
+        &format!("$KV.{}.other", names.trust_bucket()),
+        trust_a.get("other"),
+    )
+    .await;
     // Not another node's status, nor its confirmed mark; and its own mark is read-only.
     denied(
         &events,
@@ -962,4 +987,179 @@ async fn fetch(
         panic!("more than {count} messages: {more:?}");
     }
     subjects
+}
+
+// ---------------------------------------------------------------------------------------------
+// The edge agent itself, in its own account: everything sync does works through the imports.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_syncs_both_ways_through_its_own_account() {
+    use domain::values::{HospitalId, Role};
+    let names = Names::new("hms").unwrap();
+    let hospital = HospitalId::from_uuid(Uuid::now_v7());
+    let node = Uuid::now_v7();
+    let hash = |p: &str| nats_auth::hash_password(p).unwrap();
+    let edges = vec![
+        EdgeUser::new(
+            &node.to_string(),
+            &hospital.to_string(),
+            &hash("edge-secret"),
+        )
+        .unwrap(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let settings = ServerSettings {
+        listen: format!("127.0.0.1:{port}"),
+        store_dir: dir.path().join("js").to_str().unwrap().to_owned(),
+        ..ServerSettings::default()
+    };
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, nats_auth::server_conf(&names, &settings).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join(nats_auth::EDGES_FILE),
+        nats_auth::edges_conf(&names, &edges).unwrap(),
+    )
+    .unwrap();
+    let server = NatsServer::start(
+        &conf,
+        port,
+        &[
+            (nats_auth::CENTRAL_PASSWORD_ENV, hash("central-secret")),
+            (nats_auth::ANALYST_PASSWORD_ENV, hash("analyst-secret")),
+        ],
+    );
+
+    // Central makes the streams, buckets and this edge's consumers, as the command service will.
+    let (central, _) = connect(&server, "central", "central-secret", None).await;
+    let cjs = jetstream::new(central);
+    let window = streams::DEFAULT_DUPLICATE_WINDOW;
+    streams::ensure_events_stream(&cjs, &names, window)
+        .await
+        .unwrap();
+    let confirmed = streams::ensure_bucket(&cjs, streams::confirmed_bucket_config(&names))
+        .await
+        .unwrap();
+    let status = streams::ensure_bucket(&cjs, streams::sync_status_bucket_config(&names))
+        .await
+        .unwrap();
+    streams::ensure_edge_consumers(&cjs, &names, &node.to_string(), &hospital.to_string())
+        .await
+        .unwrap();
+
+    // The edge, with its user and password.
+    let data = tempfile::tempdir().unwrap();
+    let mut config = edge_agent::EdgeConfig::new(data.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.node_id = Some(node);
+    config.hospital_id = Some(hospital.as_uuid());
+    let mut sync = edge_agent::sync::SyncConfig::new(server.url(), names.clone());
+    sync.credentials = Some((
+        nats_auth::edge_user(&node.to_string()),
+        "edge-secret".into(),
+    ));
+    sync.status_interval = Duration::from_millis(200);
+    sync.max_backoff = Duration::from_millis(500);
+    config.sync = Some(sync);
+    let edge = edge_agent::start(config).await.unwrap();
+    let dev = edge_agent::fixture::DevHospital::new(hospital, 1);
+    edge.writer.receive(dev.history.clone()).await.unwrap();
+    let signer = platform::keys::resolve_jwt_keys(None, None, data.path())
+        .and_then(|f| f.load())
+        .unwrap()
+        .signer()
+        .unwrap();
+    let token = signer.mint(&platform::token::Claims::new(
+        dev.user(Role::Receptionist),
+        hospital.into(),
+        vec![Role::Receptionist],
+        None,
+        600,
+        platform::token::unix_now(),
+    ));
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", edge.addr);
+    let patient = Uuid::now_v7();
+    let answer = http
+        .post(format!("{base}/v1/commands"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({"command_id": Uuid::now_v7(), "type": "RegisterPatient",
+            "patient_id": patient, "name": "Neema Kilonzo", "birth_date": "1990-05-01",
+            "sex": "female"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::CREATED);
+
+    // Outbound: the event reaches the stream.
+    let stream = cjs.get_stream(names.events_stream()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream.clone().info().await.unwrap().state.messages < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the edge's event never arrived\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Inbound: a user registered centrally can sign in at the edge.
+    let mut dev_central = dev.central.clone();
+    let command: domain::command::Command = domain::command::RegisterUser {
+        user_id: domain::values::UserId::from_uuid(Uuid::now_v7()),
+        username: domain::values::Username::parse("nurse.neema").unwrap(),
+        password_hash: platform::password::hash("ward seven passphrase"),
+        display_name: domain::values::Name::parse("Neema Nurse").unwrap(),
+        org_id: hospital.into(),
+        roles: vec![Role::Nurse],
+        patient_id: None,
+    }
+    .into();
+    for event in dev_central.record(&dev.admin, &command).unwrap() {
+        cjs.publish(
+            event.subject("hms"),
+            serde_json::to_vec(&event).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // The confirmed mark, as the audit projector will write it.
+    confirmed.put(node.to_string(), "1".into()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let login = http
+            .post(format!("{base}/v1/auth/login"))
+            .json(&serde_json::json!({"username": "nurse.neema", "password": "ward seven passphrase"}))
+            .send()
+            .await
+            .unwrap();
+        let sync_status: serde_json::Value = http
+            .get(format!("{base}/v1/sync/status"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let reported = status.get(node.to_string()).await.unwrap();
+        if login.status() == reqwest::StatusCode::OK
+            && sync_status["confirmed_node_seq"] == 1
+            && sync_status["pending_events"] == 0
+            && reported.is_some()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login {}, status {sync_status}, reported {reported:?}\n{}",
+            login.status(),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    edge.stop().await.unwrap();
 }

@@ -97,7 +97,9 @@ async fn follow(
     let name = config
         .names
         .edge_consumer(&identity.node_id.to_string(), feed);
-    let stream = match js.get_stream(config.names.events_stream()).await {
+    // Without reading the stream's information, which an edge's account may not (it lists
+    // every hospital's subjects); the consumer is looked up by name.
+    let stream = match js.get_stream_no_info(config.names.events_stream()).await {
         Ok(stream) => stream,
         Err(e) => return format!("opening {}: {e}", config.names.events_stream()),
     };

@@ -61,6 +61,10 @@ pub struct SyncConfig {
     pub confirm_timeout: Duration,
     /// How often the status is published to the sync-status bucket while connected.
     pub status_interval: Duration,
+    /// `HMS_NATS_USER` / `HMS_NATS_PASSWORD`: the edge's own account on a production server
+    /// (`nats/server.conf`), whose JetStream API is imported under the prefix of
+    /// [`Names::jetstream_api_prefix`]. `None` for a development server without accounts.
+    pub credentials: Option<(String, String)>,
 }
 
 impl SyncConfig {
@@ -72,6 +76,7 @@ impl SyncConfig {
             max_backoff: Duration::from_secs(30),
             confirm_timeout: Duration::from_secs(120),
             status_interval: Duration::from_secs(15),
+            credentials: None,
         }
     }
 }
@@ -652,24 +657,38 @@ pub(crate) async fn connect_jetstream(
     config: &SyncConfig,
     identity: &crate::log::Identity,
 ) -> Result<async_nats::jetstream::Context, String> {
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
-        .custom_inbox_prefix(config.names.edge_inbox(&identity.node_id.to_string()))
+        .custom_inbox_prefix(config.names.edge_inbox(&identity.node_id.to_string()));
+    if let Some((user, password)) = &config.credentials {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    let client = options
         .connect(config.nats_url.as_str())
         .await
         .map_err(|e| format!("connecting to {}: {e}", config.nats_url))?;
-    let js = async_nats::jetstream::context::ContextBuilder::new()
+    let prefix = if config.credentials.is_some() {
+        config.names.jetstream_api_prefix()
+    } else {
+        "$JS.API".to_owned()
+    };
+    Ok(async_nats::jetstream::context::ContextBuilder::new()
+        .api_prefix(prefix)
         .timeout(Duration::from_secs(10))
         .max_ack_inflight(ACKS_IN_FLIGHT * 4)
-        .build(client);
-    Ok(js)
+        .build(client))
 }
 
 async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result<Session, String> {
     let js = connect_jetstream(config, identity).await?;
-    streams::ensure_events_stream(&js, &config.names, config.duplicate_window)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Against a development server the edge makes the stream if no one has. In its own account
+    // on a production server it may not (central makes streams); a stream that is truly
+    // missing then shows as a failed publish.
+    if config.credentials.is_none() {
+        streams::ensure_events_stream(&js, &config.names, config.duplicate_window)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(Session {
         js,
         status: None,

@@ -35,7 +35,7 @@
 //!   racing an import of the same subject; so the API subjects are imported under
 //!   [`Names::jetstream_api_prefix`] instead.
 
-use crate::streams::{EdgeFeed, Names};
+use crate::streams::{self, EdgeFeed, Names};
 use std::fmt::Write as _;
 
 /// The user of the central services.
@@ -237,6 +237,7 @@ impl Import {
 pub fn edge_imports(names: &Names, node_id: &str, hospital_id: &str) -> Vec<Import> {
     let confirmed = names.confirmed_bucket();
     let status = names.sync_status_bucket();
+    let trust = names.trust_bucket();
     let events = names.events_stream();
     let mut imports = vec![
         // Its own hospital's events; the reply is JetStream's acknowledgement.
@@ -252,9 +253,18 @@ pub fn edge_imports(names: &Names, node_id: &str, hospital_id: &str) -> Vec<Impo
             names,
             &format!("DIRECT.GET.KV_{confirmed}.$KV.{confirmed}.{node_id}"),
         ),
+        // The central token-verifying key, which every edge trusts (public, one key).
+        Import::api(
+            names,
+            &format!(
+                "DIRECT.GET.KV_{trust}.$KV.{trust}.{}",
+                streams::TRUSTED_JWT_KEY
+            ),
+        ),
         // `get_key_value` reads the bucket's definition first.
         Import::api(names, &format!("STREAM.INFO.KV_{confirmed}")),
         Import::api(names, &format!("STREAM.INFO.KV_{status}")),
+        Import::api(names, &format!("STREAM.INFO.KV_{trust}")),
     ];
     for EdgeFeed { consumer, .. } in names.edge_feeds(node_id, hospital_id) {
         imports.push(Import::api(
@@ -296,6 +306,7 @@ pub fn server_conf(names: &Names, settings: &ServerSettings) -> Result<String, C
     let events = names.events_stream();
     let confirmed = names.confirmed_bucket();
     let status = names.sync_status_bucket();
+    let trust = names.trust_bucket();
     let public = names.public_stream();
 
     let mut out = String::new();
@@ -355,8 +366,16 @@ pub fn server_conf(names: &Names, settings: &ServerSettings) -> Result<String, C
             api(format!("DIRECT.GET.KV_{confirmed}.$KV.{confirmed}.*")),
             false,
         ),
+        (
+            api(format!(
+                "DIRECT.GET.KV_{trust}.$KV.{trust}.{}",
+                streams::TRUSTED_JWT_KEY
+            )),
+            false,
+        ),
         (api(format!("STREAM.INFO.KV_{confirmed}")), false),
         (api(format!("STREAM.INFO.KV_{status}")), false),
+        (api(format!("STREAM.INFO.KV_{trust}")), false),
         (api(format!("CONSUMER.INFO.{events}.*")), false),
         (api(format!("CONSUMER.MSG.NEXT.{events}.*")), true),
         (format!("$JS.ACK.{events}.>"), false),
