@@ -16,6 +16,12 @@ use std::time::Duration;
 
 /// The most messages stored in one commit.
 const BATCH: usize = 500;
+/// While more of the edge's own events than this wait to be sent, inbound takes a short pause
+/// after each batch: getting the site's records into the canonical history comes first, and
+/// most of what the hospital feed delivers then is the edge's own events coming back. Central
+/// events still arrive, a little later.
+const OUTBOUND_FIRST: u64 = 5_000;
+const PAUSE_WHILE_REPLAYING: Duration = Duration::from_millis(100);
 
 /// The feeds an edge subscribes to: (feed name, filter subject).
 pub fn feeds(names: &Names, identity: &Identity) -> Vec<(&'static str, String)> {
@@ -172,9 +178,16 @@ async fn follow(
             return format!("acknowledging on {name}: {e}");
         }
         *failures = 0;
-        let mut s = state.lock().expect("sync state");
-        s.inbound_stored += stored as u64;
-        s.last_received_at = Some(crate::sync::now());
+        let backlog = {
+            let mut s = state.lock().expect("sync state");
+            s.inbound_stored += stored as u64;
+            s.last_received_at = Some(crate::sync::now());
+            let last = writer
+                .progress()
+                .last_seq
+                .load(std::sync::atomic::Ordering::Relaxed);
+            last.saturating_sub(s.sent_node_seq)
+        };
         if stored > 0 {
             tracing::debug!(
                 feed,
@@ -182,6 +195,9 @@ async fn follow(
                 stored,
                 "central events stored"
             );
+        }
+        if backlog > OUTBOUND_FIRST {
+            tokio::time::sleep(PAUSE_WHILE_REPLAYING).await;
         }
     }
 }
