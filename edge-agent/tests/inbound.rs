@@ -11,7 +11,10 @@ use edge_agent::fixture::DevCentral;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
-use support::{Answer, NatsServer, TestEdge, answer, id, prefix, register_patient, spawn_synced};
+use support::{
+    Answer, NatsServer, TestEdge, answer, id, prefix, register_patient, spawn_synced,
+    stream_contents,
+};
 use uuid::Uuid;
 
 /// Publishes central events on their subjects, as the command service does.
@@ -294,8 +297,7 @@ async fn an_insurers_decision_shows_in_the_edges_claim() {
 
     // Centrally, the insurer sees the claim (through the stream) and approves it.
     let mut central = dev.central.clone();
-    let names = platform::streams::Names::new(&prefix).unwrap();
-    let own = wait_for_stream(&nats, &names, edge.recorded().await as usize).await;
+    let own = wait_for_stream(&nats, &prefix, edge.recorded().await as usize).await;
     for envelope in &own {
         central.observe(envelope);
     }
@@ -344,24 +346,11 @@ async fn an_insurers_decision_shows_in_the_edges_claim() {
 }
 
 /// The stream's messages once it holds at least `count` (the edge's own events, sent).
-async fn wait_for_stream(
-    nats: &NatsServer,
-    names: &platform::streams::Names,
-    count: usize,
-) -> Vec<Envelope> {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+async fn wait_for_stream(nats: &NatsServer, prefix: &str, count: usize) -> Vec<Envelope> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(mut stream) = js.get_stream(names.events_stream()).await
-            && stream.info().await.unwrap().state.messages as usize >= count
-        {
-            let mut envelopes = Vec::new();
-            for seq in 1..=count as u64 {
-                let message = stream.get_raw_message(seq).await.unwrap();
-                let envelope: Envelope = serde_json::from_slice(&message.payload).unwrap();
-                envelopes.push(envelope);
-            }
+        let envelopes = stream_contents(nats, prefix).await;
+        if envelopes.len() >= count {
             return envelopes;
         }
         assert!(std::time::Instant::now() < deadline, "the edge never sent");

@@ -3,13 +3,14 @@
 
 mod support;
 
-use async_nats::jetstream::consumer::DeliverPolicy;
 use domain::envelope::Envelope;
 use domain::values::{HospitalId, Role};
-use futures::StreamExt;
 use reqwest::StatusCode;
 use std::time::Duration;
-use support::{NatsServer, TestEdge, prefix, register_patient, spawn_synced};
+use support::{
+    NatsServer, TestEdge, prefix, register_patient, spawn_synced, spawn_synced_with,
+    stream_contents,
+};
 
 async fn record(edge: &TestEdge, count: usize) {
     for n in 0..count {
@@ -28,48 +29,10 @@ async fn record(edge: &TestEdge, count: usize) {
 }
 
 async fn wait_until_sent(edge: &TestEdge) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = edge
-            .get(&edge.token(Role::Receptionist), "/v1/sync/status")
-            .await
-            .body;
-        if status["pending_events"] == 0 && status["connected"] == true {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still pending: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every message of the events stream, in stream order.
-async fn stream_contents(nats: &NatsServer, prefix: &str) -> Vec<Envelope> {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let names = platform::streams::Names::new(prefix).unwrap();
-    let stream = js.get_stream(names.events_stream()).await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let total = stream.get_info().await.unwrap().state.messages as usize;
-    let mut messages = consumer.messages().await.unwrap();
-    let mut envelopes = Vec::with_capacity(total);
-    while envelopes.len() < total {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("the stream delivers")
-            .unwrap()
-            .unwrap();
-        envelopes.push(serde_json::from_slice(&message.payload).unwrap());
-    }
-    envelopes
+    wait_for(edge, "everything sent", |s| {
+        s["pending_events"] == 0 && s["connected"] == true
+    })
+    .await
 }
 
 fn assert_exactly_once_in_order(envelopes: &[Envelope], node: domain::values::NodeId, last: u64) {
@@ -168,14 +131,11 @@ async fn events_sent_but_not_confirmed_in_time_are_sent_again_until_confirmed() 
     nats.start();
     let prefix = prefix();
     let names = platform::streams::Names::new(&prefix).unwrap();
-    let edge = TestEdge::spawn_with(|config| {
-        let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names.clone());
+    let edge = spawn_synced_with(&nats, &prefix, |sync| {
         // A window shorter than the confirmation timeout: a re-send lands in the stream, as it
         // does for an edge that comes back after the window.
         sync.duplicate_window = Duration::from_millis(500);
         sync.confirm_timeout = Duration::from_secs(1);
-        sync.max_backoff = Duration::from_millis(500);
-        config.sync = Some(sync);
     })
     .await;
     record(&edge, 20).await;
@@ -233,11 +193,8 @@ async fn the_status_is_published_centrally_keyed_by_node() {
     let mut nats = NatsServer::new();
     let prefix = prefix();
     let names = platform::streams::Names::new(&prefix).unwrap();
-    let edge = TestEdge::spawn_with(|config| {
-        let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names.clone());
+    let edge = spawn_synced_with(&nats, &prefix, |sync| {
         sync.status_interval = Duration::from_millis(300);
-        sync.max_backoff = Duration::from_millis(500);
-        config.sync = Some(sync);
     })
     .await;
     record(&edge, 5).await;
@@ -288,11 +245,8 @@ async fn the_central_token_key_arrives_through_sync_and_holds_offline() {
     nats.start();
     let prefix = prefix();
     let names = platform::streams::Names::new(&prefix).unwrap();
-    let edge = TestEdge::spawn_with(|config| {
-        let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names.clone());
+    let edge = spawn_synced_with(&nats, &prefix, |sync| {
         sync.status_interval = Duration::from_millis(200);
-        sync.max_backoff = Duration::from_millis(500);
-        config.sync = Some(sync);
     })
     .await;
     // The command service's key: not the one the edge was configured with.

@@ -166,10 +166,48 @@ pub fn prefix() -> String {
 
 /// An edge that syncs with `nats` under `prefix`, retrying quickly after errors.
 pub async fn spawn_synced(nats: &NatsServer, prefix: &str) -> TestEdge {
+    spawn_synced_with(nats, prefix, |_| {}).await
+}
+
+/// The same, with its sync configuration changed by `adjust` first.
+pub async fn spawn_synced_with(
+    nats: &NatsServer,
+    prefix: &str,
+    adjust: impl FnOnce(&mut edge_agent::sync::SyncConfig),
+) -> TestEdge {
     let names = platform::streams::Names::new(prefix).unwrap();
     let mut sync = edge_agent::sync::SyncConfig::new(nats.url(), names);
     sync.max_backoff = std::time::Duration::from_millis(500);
+    adjust(&mut sync);
     TestEdge::spawn_with(|config| config.sync = Some(sync)).await
+}
+
+/// Every message of the events stream under `prefix`, in stream order.
+pub async fn stream_contents(nats: &NatsServer, prefix: &str) -> Vec<domain::envelope::Envelope> {
+    use futures::StreamExt;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let names = platform::streams::Names::new(prefix).unwrap();
+    let stream = js.get_stream(names.events_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let total = stream.get_info().await.unwrap().state.messages as usize;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut envelopes = Vec::with_capacity(total);
+    while envelopes.len() < total {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+            .await
+            .expect("the stream delivers")
+            .unwrap()
+            .unwrap();
+        envelopes.push(serde_json::from_slice(&message.payload).unwrap());
+    }
+    envelopes
 }
 
 pub fn id() -> String {
