@@ -143,15 +143,7 @@ pub async fn login(
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge
-        } else {
-            ApiError::Malformed(e.body_text())
-        }
-    })?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))?;
+    let value = crate::http::json_body(body)?;
     if !value.is_object() {
         return Err(ApiError::Malformed("the body must be a JSON object".into()));
     }

@@ -226,12 +226,8 @@ impl FromRequestParts<AppState> for Staff {
     }
 }
 
-async fn post_command(
-    State(app): State<AppState>,
-    Staff(actor): Staff,
-    headers: axum::http::HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+/// A request body read as JSON: over the limit is a 413, anything not JSON a 400.
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
@@ -239,8 +235,17 @@ async fn post_command(
             ApiError::Malformed(e.body_text())
         }
     })?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))
+}
+
+async fn post_command(
+    State(app): State<AppState>,
+    Staff(actor): Staff,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = json_body(body)?;
     let (_, kind) = wire::peek(&value)?;
     // Refused before the full parse: central commands may carry a password to hash.
     crate::writer::hospital_command(kind)?;

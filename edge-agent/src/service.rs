@@ -257,6 +257,8 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let checkpointer = log::Checkpointer::open(&db).context("opening the checkpointer")?;
     log.hand_over_checkpoints()
         .context("handing checkpoints to the checkpointer")?;
+    let central_key = crate::sync::stored_central_key(log.connection())
+        .map_err(|e| anyhow::anyhow!("reading the trusted keys: {e}"))?;
     let (writer, writer_thread) = Writer::start(log, config.cache_capacity);
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let checkpoint_thread = {
@@ -277,10 +279,6 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
 
     // Tokens signed with the configured key, the central key sync brought (kept in the log), or
     // this edge's login key.
-    let central_key = {
-        let conn = rusqlite::Connection::open(&db).context("reading the trusted keys")?;
-        crate::sync::stored_central_key(&conn).map_err(|e| anyhow::anyhow!(e))?
-    };
     let tokens = Arc::new(crate::auth::TokenCheck::new(
         keys.verifier().trusting(&login_key.verifying_key()),
         central_key,
