@@ -15,19 +15,13 @@ use uuid::Uuid;
 #[path = "../edge-agent/tests/support/nats.rs"]
 mod nats;
 
+use nats::free_port;
+
 struct Site {
     dir: tempfile::TempDir,
     dev: DevHospital,
     signer: TokenSigner,
     port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn hms(dir: &Path, port: u16) -> Command {

@@ -14,6 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+// The test server's port helper (its NatsServer is not used here: this file starts nats-server
+// with a configuration file).
+#[path = "../edge-agent/tests/support/nats.rs"]
+mod nats;
+
+use nats::free_port;
+
 /// Every wait is bounded: a refused request is over in a few seconds.
 const WAIT: Duration = Duration::from_secs(3);
 
@@ -137,6 +144,41 @@ fn hms_nats_config_prints_the_files_and_makes_hashes_nats_server_reads() {
 // ---------------------------------------------------------------------------------------------
 // Each permission, against nats-server started with the rendered configuration.
 
+/// nats-server started with `nats/server.conf` as it ships (passwords from the environment,
+/// edges included from `edges.conf` beside it), but listening on a free port and storing in a
+/// temporary directory, which lives as long as the returned guard. Central's password is
+/// `central-secret`, the analyst's `analyst-secret`.
+fn production_server(names: &Names, edges: &[EdgeUser]) -> (tempfile::TempDir, NatsServer) {
+    let hash = |p: &str| nats_auth::hash_password(p).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let settings = ServerSettings {
+        listen: format!("127.0.0.1:{port}"),
+        store_dir: dir.path().join("js").to_str().unwrap().to_owned(),
+        ..ServerSettings::default()
+    };
+    assert_eq!(
+        settings.central_password,
+        Password::Env(nats_auth::CENTRAL_PASSWORD_ENV.into())
+    );
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, nats_auth::server_conf(names, &settings).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join(nats_auth::EDGES_FILE),
+        nats_auth::edges_conf(names, edges).unwrap(),
+    )
+    .unwrap();
+    let server = NatsServer::start(
+        &conf,
+        port,
+        &[
+            (nats_auth::CENTRAL_PASSWORD_ENV, hash("central-secret")),
+            (nats_auth::ANALYST_PASSWORD_ENV, hash("analyst-secret")),
+        ],
+    );
+    (dir, server)
+}
+
 #[tokio::test]
 async fn each_user_can_do_its_work_and_nothing_else() {
     let names = Names::new("hms").unwrap();
@@ -151,34 +193,7 @@ async fn each_user_can_do_its_work_and_nothing_else() {
         EdgeUser::new(&node_b, &hospital_b, &hash("edge-b-secret")).unwrap(),
     ];
 
-    // nats/server.conf as it ships (passwords from the environment, edges included from
-    // edges.conf beside it), but listening on a free port and storing in a temporary directory.
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let settings = ServerSettings {
-        listen: format!("127.0.0.1:{port}"),
-        store_dir: dir.path().join("js").to_str().unwrap().to_owned(),
-        ..ServerSettings::default()
-    };
-    assert_eq!(
-        settings.central_password,
-        Password::Env(nats_auth::CENTRAL_PASSWORD_ENV.into())
-    );
-    let conf = dir.path().join("server.conf");
-    std::fs::write(&conf, nats_auth::server_conf(&names, &settings).unwrap()).unwrap();
-    std::fs::write(
-        dir.path().join(nats_auth::EDGES_FILE),
-        nats_auth::edges_conf(&names, &edges).unwrap(),
-    )
-    .unwrap();
-    let server = NatsServer::start(
-        &conf,
-        port,
-        &[
-            (nats_auth::CENTRAL_PASSWORD_ENV, hash("central-secret")),
-            (nats_auth::ANALYST_PASSWORD_ENV, hash("analyst-secret")),
-        ],
-    );
+    let (_dir, server) = production_server(&names, &edges);
 
     // --- who may connect -----------------------------------------------------------------
     assert!(try_connect(&server, "", "").await.is_err(), "anonymous");
@@ -789,14 +804,6 @@ impl Drop for NatsServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What the server reported on one connection (permission violations among it).
 #[derive(Clone, Default)]
 struct Events(Arc<Mutex<Vec<String>>>);
@@ -1007,28 +1014,7 @@ async fn an_edge_syncs_both_ways_through_its_own_account() {
         )
         .unwrap(),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let settings = ServerSettings {
-        listen: format!("127.0.0.1:{port}"),
-        store_dir: dir.path().join("js").to_str().unwrap().to_owned(),
-        ..ServerSettings::default()
-    };
-    let conf = dir.path().join("server.conf");
-    std::fs::write(&conf, nats_auth::server_conf(&names, &settings).unwrap()).unwrap();
-    std::fs::write(
-        dir.path().join(nats_auth::EDGES_FILE),
-        nats_auth::edges_conf(&names, &edges).unwrap(),
-    )
-    .unwrap();
-    let server = NatsServer::start(
-        &conf,
-        port,
-        &[
-            (nats_auth::CENTRAL_PASSWORD_ENV, hash("central-secret")),
-            (nats_auth::ANALYST_PASSWORD_ENV, hash("analyst-secret")),
-        ],
-    );
+    let (_dir, server) = production_server(&names, &edges);
 
     // Central makes the streams, buckets and this edge's consumers, as the command service will.
     let (central, _) = connect(&server, "central", "central-secret", None).await;

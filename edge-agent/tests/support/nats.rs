@@ -5,6 +5,15 @@
 
 use std::path::Path;
 
+/// A port free on loopback now (the OS picks it; a test binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A nats-server of the test's own, on its own port and store, that the test stops and starts.
 pub struct NatsServer {
     pub port: u16,
@@ -15,11 +24,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// A server not started yet (its port is reserved by number only).
     pub fn new() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         NatsServer {
             port,
             store: tempfile::tempdir().unwrap(),
