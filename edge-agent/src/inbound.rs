@@ -150,26 +150,11 @@ async fn follow(
                 _ => break,
             }
         }
-        let mut envelopes = Vec::with_capacity(batch.len());
-        for message in &batch {
-            let origin = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(crate::sync::ORIGIN_HEADER));
-            if origin.is_some_and(|node| node.as_str() == own) {
-                continue;
-            }
-            match serde_json::from_slice::<Envelope>(&message.payload) {
-                Ok(envelope) => envelopes.push(envelope),
-                Err(e) => {
-                    // Not an envelope: nothing here could ever read it. Logged and passed over
-                    // so the events after it still arrive.
-                    tracing::error!(feed, subject = %message.subject, "an unreadable message is skipped: {e}");
-                    state.lock().expect("sync state").inbound_skipped += 1;
-                }
-            }
+        let (envelopes, unparsed) = envelopes(&batch, &own, &[], feed);
+        if unparsed > 0 {
+            state.lock().expect("sync state").inbound_skipped += unparsed;
         }
-        let stored = match store(writer, envelopes, feed, state).await {
+        let stored = match store(writer, &batch, envelopes, &own, feed, state).await {
             Ok(stored) => stored,
             Err(e) => return e,
         };
@@ -202,42 +187,64 @@ async fn follow(
     }
 }
 
-/// Stores a batch. When it holds an event this build cannot read, each event goes on its own and
-/// only the unreadable ones are passed over (logged and counted in status), so one does not hold
-/// back every later event. A storage error stores and acknowledges nothing: the batch comes
-/// again.
+/// The envelopes of a batch, in order, without this node's own events (known by their origin
+/// header, not read) and without the events in `skip`. A message that is not an envelope can never
+/// be read here: it is logged and passed over so the events after it still arrive; the second
+/// value counts those.
+fn envelopes(
+    batch: &[async_nats::jetstream::Message],
+    own: &str,
+    skip: &[domain::values::EventId],
+    feed: &str,
+) -> (Vec<Envelope>, u64) {
+    let mut envelopes = Vec::with_capacity(batch.len());
+    let mut unparsed = 0;
+    for message in batch {
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::sync::ORIGIN_HEADER));
+        if origin.is_some_and(|node| node.as_str() == own) {
+            continue;
+        }
+        match serde_json::from_slice::<Envelope>(&message.payload) {
+            Ok(envelope) if skip.contains(&envelope.event_id) => {}
+            Ok(envelope) => envelopes.push(envelope),
+            Err(e) => {
+                tracing::error!(feed, subject = %message.subject, "an unreadable message is skipped: {e}");
+                unparsed += 1;
+            }
+        }
+    }
+    (envelopes, unparsed)
+}
+
+/// Stores a batch. An event this build cannot read is passed over (logged and counted in status)
+/// and the rest of the batch is stored without it, so one does not hold back every later event.
+/// A storage error stores and acknowledges nothing: the batch comes again.
 async fn store(
     writer: &Writer,
-    envelopes: Vec<Envelope>,
+    batch: &[async_nats::jetstream::Message],
+    mut envelopes: Vec<Envelope>,
+    own: &str,
     feed: &str,
     state: &SharedState,
 ) -> Result<usize, String> {
-    if envelopes.is_empty() {
-        return Ok(0);
-    }
-    match writer.receive(envelopes.clone()).await {
-        Ok(stored) => Ok(stored),
-        Err(ReceiveError::Storage(e)) => Err(format!("storing central events: {e}")),
-        Err(ReceiveError::Unreadable(batch_error)) => {
-            tracing::warn!(
-                feed,
-                "a batch holds an unreadable event, storing one by one: {batch_error}"
-            );
-            let mut stored = 0;
-            for envelope in envelopes {
-                let id = envelope.event_id;
-                match writer.receive(vec![envelope]).await {
-                    Ok(n) => stored += n,
-                    Err(ReceiveError::Storage(e)) => {
-                        return Err(format!("storing central events: {e}"));
-                    }
-                    Err(ReceiveError::Unreadable(e)) => {
-                        tracing::error!(feed, event_id = %id, "a central event this build cannot read is skipped: {e}");
-                        state.lock().expect("sync state").inbound_skipped += 1;
-                    }
-                }
+    let mut skip = Vec::new();
+    loop {
+        if envelopes.is_empty() {
+            return Ok(0);
+        }
+        match writer.receive(envelopes).await {
+            Ok(stored) => return Ok(stored),
+            Err(ReceiveError::Storage(e)) => return Err(format!("storing central events: {e}")),
+            Err(ReceiveError::Unreadable { event_id, detail }) => {
+                tracing::error!(feed, %event_id, "a central event this build cannot read is skipped: {detail}");
+                state.lock().expect("sync state").inbound_skipped += 1;
+                skip.push(event_id);
+                // Read again from the messages (this path is rare; the usual one copies nothing).
+                envelopes = self::envelopes(batch, own, &skip, feed).0;
             }
-            Ok(stored)
         }
     }
 }

@@ -354,8 +354,11 @@ fn failed(command_id: CommandId, e: &LogError) -> Reply {
 pub enum ReceiveError {
     /// An event this build cannot read (an unknown type or version): it will never be readable
     /// here, so a caller may pass it over.
-    #[error("{0}")]
-    Unreadable(String),
+    #[error("{detail}")]
+    Unreadable {
+        event_id: domain::values::EventId,
+        detail: String,
+    },
     /// The log could not be read or written: try again later, never pass anything over.
     #[error("{0}")]
     Storage(String),
@@ -379,11 +382,12 @@ fn receive(
             if log.has_inbound(envelope.event_id).map_err(storage)? {
                 continue;
             }
-            let event = envelope.event().map_err(|e| {
-                ReceiveError::Unreadable(format!(
+            let event = envelope.event().map_err(|e| ReceiveError::Unreadable {
+                event_id: envelope.event_id,
+                detail: format!(
                     "event {} ({}) cannot be read: {e}",
                     envelope.event_id, envelope.event_type
-                ))
+                ),
             })?;
             let state_after = facts.fold(&event, &envelope.stamp(), &mut Undo::default());
             if let Some(e) = facts.take_error() {
