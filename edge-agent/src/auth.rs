@@ -57,6 +57,11 @@ impl TokenCheck {
         verifier.verify(token)
     }
 
+    /// Whether `key` is the central token key trusted now.
+    pub fn trusts_central(&self, key: &VerifyingKey) -> bool {
+        self.central.lock().expect("central key").as_ref() == Some(key)
+    }
+
     /// Trusts `key` as the central token key (in place of the one before). Returns whether it
     /// changed.
     pub fn trust_central(&self, key: VerifyingKey) -> bool {

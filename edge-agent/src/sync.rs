@@ -533,6 +533,10 @@ async fn take_trusted_key(
             return;
         }
     };
+    if tokens.trusts_central(&key) {
+        // Nothing new: the bucket is read every status interval, the log written only on a change.
+        return;
+    }
     let kept = on_log(outbox, move |o| {
         o.record_trusted(streams::TRUSTED_JWT_KEY, &pem)
             .map_err(|e| e.to_string())
