@@ -9,6 +9,9 @@ use std::time::Duration;
 /// Upper bounds of the batch-latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
+/// A figure's name, its help text, and where it is kept.
+type Figure = (&'static str, &'static str, fn(&ModelMetrics) -> &AtomicU64);
+
 /// The figures of one read model's projector.
 #[derive(Debug, Default)]
 pub struct ModelMetrics {
@@ -59,7 +62,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let models = self.models.lock().expect("metrics").clone();
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&ModelMetrics) -> &AtomicU64); 4] = [
+        let counters: [Figure; 4] = [
             (
                 "hms_projection_events_applied_total",
                 "Events applied to the read model",
@@ -91,7 +94,7 @@ impl Metrics {
                 );
             }
         }
-        let gauges: [(&str, &str, fn(&ModelMetrics) -> &AtomicU64); 2] = [
+        let gauges: [Figure; 2] = [
             (
                 "hms_projection_lag_events",
                 "Messages in the stream after the last one applied",
