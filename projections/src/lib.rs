@@ -16,7 +16,12 @@ pub mod db;
 pub mod fact;
 pub mod metrics;
 pub mod model;
+pub mod public_health;
+pub mod rebuild;
 pub mod runtime;
 
 pub use fact::Fact;
 pub use model::ReadModel;
+pub mod service;
+
+pub use service::{Config, Running, start};

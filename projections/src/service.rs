@@ -1,0 +1,174 @@
+//! `hms project`: every read model's projector in one process, and the metrics endpoint.
+
+use crate::audit::Audit;
+use crate::metrics::Metrics;
+use crate::model::ReadModel;
+use crate::public_health::PublicHealth;
+use crate::runtime::{Projector, ProjectorConfig};
+use async_nats::jetstream;
+use domain::public_health::PseudonymKey;
+use platform::streams;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How the projectors run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `HMS_DATABASE_URL`.
+    pub database_url: String,
+    /// `HMS_NATS_URL`.
+    pub nats_url: String,
+    /// `HMS_NATS_USER` / `HMS_NATS_PASSWORD` (the `central` user of `nats/server.conf`).
+    pub credentials: Option<(String, String)>,
+    /// `HMS_METRICS_LISTEN`; `None` serves no metrics.
+    pub metrics_listen: Option<String>,
+    /// The key of the public-health pseudonyms: only the projector holds it.
+    pub pseudonym_key: PseudonymKey,
+    /// `HMS_PUBLIC_HEALTH_MIN_CELL`.
+    pub min_cell: u64,
+    pub projector: ProjectorConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] crate::db::DbError),
+    #[error("connecting to NATS at {url}: {detail}")]
+    Nats { url: String, detail: String },
+    #[error(transparent)]
+    Streams(#[from] streams::StreamError),
+    #[error("serving metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// The running projectors.
+#[derive(Debug)]
+pub struct Running {
+    tasks: Vec<JoinHandle<()>>,
+    /// Where the metrics are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
+    pub pool: PgPool,
+    pub metrics: Metrics,
+}
+
+impl Running {
+    /// Stops every projector; a batch in flight is rolled back and comes again next start.
+    pub async fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.pool.close().await;
+    }
+}
+
+/// Connects to NATS as the central services do.
+pub async fn connect_nats(
+    url: &str,
+    credentials: &Option<(String, String)>,
+) -> Result<jetstream::Context, StartError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect();
+    if let Some((user, password)) = credentials {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    let client = options.connect(url).await.map_err(|e| StartError::Nats {
+        url: url.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(jetstream::context::ContextBuilder::new()
+        .api_prefix("$JS.API")
+        .timeout(Duration::from_secs(10))
+        .build(client))
+}
+
+/// Makes the streams and the bucket the projectors use, if no process has yet.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    names: &streams::Names,
+) -> Result<(), StartError> {
+    streams::ensure_events_stream(js, names, streams::DEFAULT_DUPLICATE_WINDOW).await?;
+    streams::ensure_public_stream(js, names, streams::DEFAULT_DUPLICATE_WINDOW).await?;
+    streams::ensure_bucket(js, streams::confirmed_bucket_config(names)).await?;
+    Ok(())
+}
+
+/// Starts every read model's projector.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let options = crate::db::options(&config.database_url)?;
+    let pool = crate::db::connect(&options, 8).await?;
+    let js = connect_nats(&config.nats_url, &config.credentials).await?;
+    let names = &config.projector.names;
+    ensure_streams(&js, names).await?;
+    match crate::audit::publish_all_confirmed(&pool, &js, names).await {
+        Ok(nodes) if nodes > 0 => tracing::info!(nodes, "confirmed marks published"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("the confirmed marks were not published at start: {e}"),
+    }
+    let metrics = Metrics::default();
+    let mut tasks = Vec::new();
+    let mut spawn = |task: JoinHandle<()>| tasks.push(task);
+    spawn(spawn_model(Audit::default(), &pool, &js, &config, &metrics));
+    spawn(spawn_model(
+        PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone()),
+        &pool,
+        &js,
+        &config,
+        &metrics,
+    ));
+    let mut metrics_addr = None;
+    if let Some(listen) = &config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Metrics {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Metrics {
+                addr: listen.clone(),
+                source,
+            })?;
+        tracing::info!(%addr, "projector metrics on http://{addr}/metrics");
+        metrics_addr = Some(addr);
+        let served = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, served).await {
+                tracing::error!("the metrics endpoint stopped: {e}");
+            }
+        }));
+    }
+    Ok(Running {
+        tasks,
+        metrics_addr,
+        pool,
+        metrics,
+    })
+}
+
+fn spawn_model<M: ReadModel>(
+    model: M,
+    pool: &PgPool,
+    js: &jetstream::Context,
+    config: &Config,
+    metrics: &Metrics,
+) -> JoinHandle<()> {
+    let projector = Projector::live(
+        Arc::new(model),
+        pool.clone(),
+        js.clone(),
+        config.projector.clone(),
+        metrics.model(M::NAME),
+    );
+    tokio::spawn(projector.run())
+}
