@@ -5,6 +5,7 @@
 mod bench;
 mod edge_cli;
 mod nats_config;
+mod project_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -40,11 +41,11 @@ enum Action {
     /// Run the query API.
     Query,
     /// Run the projectors that build the read models.
-    Project,
+    Project(project_cli::ProjectArgs),
     /// Print a signed access token (for scripts and tests) made with the configured private key.
     Token(TokenArgs),
     /// Rebuild read models from the history.
-    Projections,
+    Projections(project_cli::ProjectionsArgs),
     /// Verify or replay the whole history.
     Audit,
     /// A narrated tour of the whole system against the running services.
@@ -125,9 +126,9 @@ fn main() -> Result<()> {
         Action::Edge(args) => edge_cli::run(args),
         Action::Command => not_built_yet("hms command", "the command service"),
         Action::Query => not_built_yet("hms query", "the query API"),
-        Action::Project => not_built_yet("hms project", "the projectors"),
+        Action::Project(args) => project_cli::run(args),
         Action::Token(args) => mint_token(args),
-        Action::Projections => not_built_yet("hms projections", "read-model rebuilds"),
+        Action::Projections(args) => project_cli::projections(args),
         Action::Audit => not_built_yet("hms audit", "history verification"),
         Action::Demo => not_built_yet("hms demo", "the demo"),
         Action::Bench(args) => bench::run(args),

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
+    #[error("there is no read model called {0:?}")]
+    Unknown(String),
     #[error("preparing the fresh schemas of {model}: {source}")]
     Prepare { model: String, source: sqlx::Error },
     #[error("reading the head of {stream}: {detail}")]

@@ -172,3 +172,55 @@ fn spawn_model<M: ReadModel>(
     );
     tokio::spawn(projector.run())
 }
+
+/// Reads the pseudonym key (hex) from `path`, or makes one there on first start, readable by
+/// its owner only. Losing it changes every pseudonym: distinct-patient counts would split.
+pub fn load_or_create_pseudonym_key(path: &std::path::Path) -> Result<PseudonymKey, String> {
+    use std::io::Write as _;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let bytes = hex::decode(text.trim())
+            .map_err(|e| format!("{} is not a hex key: {e}", path.display()))?;
+        return PseudonymKey::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let mut bytes = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    file.write_all(hex::encode(bytes).as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), "made a new public-health pseudonym key");
+    PseudonymKey::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
+/// The read models, by name.
+pub const MODELS: &[&str] = &[Audit::NAME, PublicHealth::NAME];
+
+/// Rebuilds one read model by name (see [`crate::rebuild`]).
+pub async fn rebuild_model(
+    name: &str,
+    config: &Config,
+    pool: &PgPool,
+    js: &jetstream::Context,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<crate::rebuild::Rebuilt, crate::rebuild::RebuildError> {
+    use crate::rebuild::rebuild;
+    let p = &config.projector;
+    match name {
+        Audit::NAME => rebuild(Audit::default(), pool, js, p, progress).await,
+        PublicHealth::NAME => {
+            let model =
+                PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone());
+            rebuild(model, pool, js, p, progress).await
+        }
+        other => Err(crate::rebuild::RebuildError::Unknown(other.to_owned())),
+    }
+}

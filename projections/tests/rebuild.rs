@@ -1,0 +1,216 @@
+//! Rebuilding read models from the history gives the tables the incremental run gave, while the
+//! live projector keeps running; and public health holds no identifier of any patient.
+
+mod support;
+
+use domain::envelope::Envelope;
+use domain::event::*;
+use domain::values::*;
+use projections::model::ReadModel;
+use sqlx::{AssertSqlSafe, PgPool};
+use support::*;
+
+/// A hospital, `patients` patients across regions, sexes and ages, each diagnosed twice.
+fn clinical_history(
+    node: &mut Recorder,
+    patients: usize,
+) -> (Vec<Envelope>, Vec<PatientRegistered>) {
+    let hospital = HospitalId::from_uuid(uuid::Uuid::now_v7());
+    let mut events = vec![node.record(Event::HospitalRegistered(HospitalRegistered {
+        hospital_id: hospital,
+        name: Name::parse("St Olav").unwrap(),
+        region_code: RegionCode::parse("NO-50").unwrap(),
+    }))];
+    let mut registered = Vec::new();
+    for i in 0..patients {
+        let patient = PatientRegistered {
+            patient_id: PatientId::from_uuid(uuid::Uuid::now_v7()),
+            hospital_id: hospital,
+            name: Name::parse(&format!("Kari Nordmann {i}")).unwrap(),
+            birth_date: BirthDate::parse(&format!("{}-0{}-1{}", 1940 + i % 70, 1 + i % 9, i % 10))
+                .unwrap(),
+            sex: [Sex::Female, Sex::Male][i % 2],
+            national_id: Some(
+                NationalId::parse(&format!("{:011}", 10_000_000_000u64 + i as u64)).unwrap(),
+            ),
+            phone: Some(Phone::parse(&format!("+47 9{:07}", i)).unwrap()),
+            // Some patients have no region: the hospital's is used.
+            region_code: (i % 3 != 0)
+                .then(|| RegionCode::parse(["NO-03", "NO-46"][i % 2]).unwrap()),
+        };
+        events.push(node.record(Event::PatientRegistered(patient.clone())));
+        for code in [["J10.1", "E11.9", "I21"][i % 3], "J10.0"] {
+            events.push(
+                node.record(Event::DiagnosisRecorded(DiagnosisRecorded {
+                    patient_id: patient.patient_id,
+                    hospital_id: hospital,
+                    icd10_code: Icd10Code::parse(code).unwrap(),
+                    description: ShortText::parse(&format!(
+                        "seen for {} at home",
+                        patient.name.as_str()
+                    ))
+                    .unwrap(),
+                    appointment_id: None,
+                    doctor_id: UserId::from_uuid(uuid::Uuid::now_v7()),
+                })),
+            );
+        }
+        registered.push(patient);
+    }
+    (events, registered)
+}
+
+/// Every row of every table of the schemas, as text, in a fixed order.
+async fn dump(pool: &PgPool, schemas: &[&str]) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for schema in schemas {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+        )
+        .bind(schema)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT t::text FROM {schema}.{table} t ORDER BY 1"
+            )))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            out.push((format!("{schema}.{table}"), rows));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_rebuild_gives_the_tables_of_the_incremental_run_while_the_live_one_goes_on() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let js = jetstream(&prefix).await;
+    let mut node = Recorder::new();
+    let (events, _) = clinical_history(&mut node, 120);
+    let total = events.len() as i64;
+    publish(&js, &prefix, &events, false).await;
+    let config = config(&db, &prefix);
+    let running = projections::start(config.clone()).await.unwrap();
+    wait_for(&db.pool, "SELECT count(*) FROM audit.events", total).await;
+    let checkpoint = "SELECT min(stream_seq) FROM projection.checkpoints WHERE model IN ('audit', 'public_health')";
+    wait_for(&db.pool, checkpoint, total).await;
+    let audit_before = dump(&db.pool, projections::audit::Audit::SCHEMAS).await;
+    let health_before = dump(&db.pool, projections::public_health::PublicHealth::SCHEMAS).await;
+    assert!(
+        health_before
+            .iter()
+            .any(|(t, rows)| t == "public_health.cases" && !rows.is_empty())
+    );
+
+    for model in projections::service::MODELS {
+        let rebuilt =
+            projections::service::rebuild_model(model, &config, &db.pool, &js, &|_, _| {})
+                .await
+                .unwrap();
+        assert_eq!(rebuilt.checkpoint, total as u64, "{model}");
+    }
+    assert_eq!(
+        dump(&db.pool, projections::audit::Audit::SCHEMAS).await,
+        audit_before
+    );
+    assert_eq!(
+        dump(&db.pool, projections::public_health::PublicHealth::SCHEMAS).await,
+        health_before
+    );
+    let leftovers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%\\_rebuild' OR nspname LIKE '%\\_old'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(leftovers, 0);
+
+    // The live projector goes on in the swapped-in schemas.
+    let (more, _) = clinical_history(&mut node, 5);
+    publish(&js, &prefix, &more, false).await;
+    wait_for(
+        &db.pool,
+        "SELECT count(*) FROM audit.events",
+        total + more.len() as i64,
+    )
+    .await;
+    running.stop().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn public_health_holds_no_identifier_of_any_patient() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let js = jetstream(&prefix).await;
+    let mut node = Recorder::new();
+    let (events, patients) = clinical_history(&mut node, 60);
+    publish(&js, &prefix, &events, false).await;
+    let mut config = config(&db, &prefix);
+    config.min_cell = 3;
+    let running = projections::start(config).await.unwrap();
+    wait_for(
+        &db.pool,
+        "SELECT stream_seq FROM projection.checkpoints WHERE model = 'public_health'",
+        events.len() as i64,
+    )
+    .await;
+    let total: i64 = sqlx::query_scalar("SELECT sum(cases)::bigint FROM public_health.cases")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 120, "every diagnosis is counted once");
+    let distinct: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT pseudonym) FROM public_health.patients_seen")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(distinct, 60);
+
+    // Every value of every column of every table, and every message of the public stream.
+    let mut everything = String::new();
+    for (_, rows) in dump(&db.pool, &["public_health"]).await {
+        everything.push_str(&rows.join("\n"));
+    }
+    let names = platform::streams::Names::new(&prefix).unwrap();
+    let stream = js.get_stream(names.public_stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut published = 0;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), messages.next()).await
+    {
+        everything.push_str(&String::from_utf8_lossy(&message.payload));
+        everything.push_str(message.subject.as_str());
+        published += 1;
+    }
+    assert!(
+        published > 0,
+        "the counts are published on the public stream"
+    );
+    for p in &patients {
+        let mut identifiers = vec![
+            p.patient_id.to_string(),
+            p.name.as_str().to_owned(),
+            p.birth_date.to_string(),
+            p.patient_id.as_uuid().simple().to_string(),
+        ];
+        identifiers.extend(p.national_id.as_ref().map(|n| n.as_str().to_owned()));
+        identifiers.extend(p.phone.as_ref().map(|n| n.as_str().to_owned()));
+        for id in identifiers {
+            assert!(!everything.contains(&id), "{id} leaked into public health");
+        }
+    }
+    // No free text of the diagnoses either.
+    assert!(!everything.contains("at home"));
+    running.stop().await;
+    db.drop().await;
+}
