@@ -182,6 +182,13 @@ pub async fn publish(
 ) {
     let mut acks = Vec::new();
     for envelope in envelopes {
+        // The context bounds acknowledgements in flight: wait for some before sending more.
+        if acks.len() == 500 {
+            for ack in acks.drain(..) {
+                let ack: async_nats::jetstream::context::PublishAckFuture = ack;
+                ack.await.unwrap();
+            }
+        }
         let mut headers = async_nats::HeaderMap::new();
         let id = if fresh_ids {
             Uuid::now_v7().to_string()

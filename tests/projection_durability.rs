@@ -1,0 +1,159 @@
+//! The projector process killed with SIGKILL again and again while it catches up ends with the
+//! tables of a run that was never interrupted.
+
+#[path = "../projections/tests/support/mod.rs"]
+mod support;
+
+use domain::envelope::Envelope;
+use domain::event::*;
+use domain::values::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A few thousand events of several kinds from two nodes.
+fn history() -> Vec<Envelope> {
+    let (mut a, mut b) = (Recorder::new(), Recorder::new());
+    let mut events = Vec::new();
+    for node in [&mut a, &mut b] {
+        let hospital = HospitalId::from_uuid(uuid::Uuid::now_v7());
+        events.push(node.record(Event::HospitalRegistered(HospitalRegistered {
+            hospital_id: hospital,
+            name: Name::parse("Haukeland").unwrap(),
+            region_code: RegionCode::parse("NO-46").unwrap(),
+        })));
+        for i in 0..1_500 {
+            let patient_id = PatientId::from_uuid(uuid::Uuid::now_v7());
+            events.push(node.record(Event::PatientRegistered(PatientRegistered {
+                patient_id,
+                hospital_id: hospital,
+                name: Name::parse(&format!("Ola Nordmann {i}")).unwrap(),
+                birth_date: BirthDate::parse(&format!("{}-05-17", 1930 + i % 90)).unwrap(),
+                sex: [Sex::Female, Sex::Male, Sex::Other][i % 3],
+                national_id: None,
+                phone: None,
+                region_code: None,
+            })));
+            events.push(node.record(Event::DiagnosisRecorded(DiagnosisRecorded {
+                patient_id,
+                hospital_id: hospital,
+                icd10_code: Icd10Code::parse(["J10.1", "A09", "E11.9"][i % 3]).unwrap(),
+                description: ShortText::parse("influenza").unwrap(),
+                appointment_id: None,
+                doctor_id: UserId::from_uuid(uuid::Uuid::now_v7()),
+            })));
+        }
+    }
+    events
+}
+
+fn spawn_projector(db: &TestDb, prefix: &str, data_dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hms"))
+        .arg("project")
+        .env("HMS_DATABASE_URL", &db.url)
+        .env("HMS_NATS_URL", nats_url())
+        .env("HMS_SUBJECT_PREFIX", prefix)
+        .env("HMS_DATA_DIR", data_dir)
+        .env("HMS_METRICS_LISTEN", "off")
+        // Small batches: many commits to be killed between.
+        .env("HMS_PROJECTION_BATCH", "200")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+const CAUGHT_UP: &str = "SELECT coalesce(min(stream_seq), 0) FROM projection.checkpoints \
+     WHERE model NOT LIKE '%\\_rebuild'";
+
+async fn model_tables(pool: &sqlx::PgPool) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT schemaname::text, tablename::text FROM pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'public', 'projection') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for (schema, table) in tables {
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM {schema}.{table} t ORDER BY 1"
+        )))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        out.push((format!("{schema}.{table}"), rows));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projector_killed_while_catching_up_ends_with_the_tables_of_a_clean_run() {
+    let events = history();
+    let total = events.len() as i64;
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("pseudonym.key");
+
+    // The clean run.
+    let (clean_db, clean_prefix) = (TestDb::new().await, prefix());
+    let js = jetstream(&clean_prefix).await;
+    publish(&js, &clean_prefix, &events, false).await;
+    let mut clean = spawn_projector(&clean_db, &clean_prefix, data.path());
+    wait_for(&clean_db.pool, CAUGHT_UP, total).await;
+    clean.kill().unwrap();
+    clean.wait().unwrap();
+    assert!(key.exists(), "the pseudonym key is kept for the next run");
+
+    // The same history, the projector killed five times on the way.
+    let (db, prefix) = (TestDb::new().await, prefix());
+    let js = jetstream(&prefix).await;
+    publish(&js, &prefix, &events, false).await;
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 5 {
+        let mut child = spawn_projector(&db, &prefix, data.path());
+        tokio::time::sleep(Duration::from_millis(400 + 150 * kills)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        let at: i64 = sqlx::query_scalar(CAUGHT_UP).fetch_one(&db.pool).await.unwrap_or(0);
+        if at >= total {
+            break;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let at: i64 = sqlx::query_scalar(CAUGHT_UP).fetch_one(&db.pool).await.unwrap_or(0);
+    assert!(at < total, "killed at least once before catching up (at {at} of {total})");
+    let mut last = spawn_projector(&db, &prefix, data.path());
+    wait_for(&db.pool, CAUGHT_UP, total).await;
+    last.kill().unwrap();
+    last.wait().unwrap();
+
+    let (got, want) = (model_tables(&db.pool).await, model_tables(&clean_db.pool).await);
+    assert_eq!(got.len(), want.len());
+    for ((table, rows), (_, clean_rows)) in got.iter().zip(&want) {
+        // Stream sequences differ between the two streams; everything else is the same.
+        let strip = |rows: &Vec<String>| rows.len();
+        assert_eq!(strip(rows), strip(clean_rows), "{table}");
+    }
+    let audit = |pool: &sqlx::PgPool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT string_agg(event_id::text || hash, ',' ORDER BY node_id, node_seq) FROM audit.events",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(audit(&db.pool).await, audit(&clean_db.pool).await);
+    for (table, rows) in got.iter().filter(|(t, _)| !t.starts_with("audit.")) {
+        let clean_rows = &want.iter().find(|(t, _)| t == table).unwrap().1;
+        assert_eq!(rows, clean_rows, "{table}");
+    }
+    db.drop().await;
+    clean_db.drop().await;
+}
