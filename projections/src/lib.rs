@@ -15,6 +15,7 @@ pub mod audit;
 pub mod db;
 pub mod fact;
 pub mod hospital;
+pub mod insurance;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
