@@ -963,3 +963,68 @@ async fn details_edited_at_two_sites_give_one_row_in_either_order() {
         assert_eq!(row, &rows[0]);
     }
 }
+
+/// How fast batches of 1,000 apply (run with `--ignored --nocapture`; a release build gives the
+/// real figure).
+#[tokio::test]
+#[ignore]
+async fn throughput() {
+    let hospital = new(HospitalId::from_uuid);
+    let mut n = Recorder::new();
+    let mut envelopes = Vec::new();
+    for i in 0..4_000 {
+        let patient = new(PatientId::from_uuid);
+        let appointment = new(AppointmentId::from_uuid);
+        envelopes.push(n.record(PatientRegistered {
+            patient_id: patient,
+            hospital_id: hospital,
+            name: Name::parse("Juma").unwrap(),
+            birth_date: BirthDate::parse("1990-01-01").unwrap(),
+            sex: Sex::Male,
+            national_id: None,
+            phone: None,
+            region_code: None,
+        }));
+        envelopes.push(n.record(PatientDetailsUpdated {
+            patient_id: patient,
+            hospital_id: hospital,
+            changes: PatientChanges {
+                phone: Some(Phone::parse(&format!("+2547{i:08}")).unwrap()),
+                ..Default::default()
+            },
+        }));
+        envelopes.push(n.record(AppointmentBooked {
+            appointment_id: appointment,
+            hospital_id: hospital,
+            patient_id: patient,
+            doctor_id: UserId::from_uuid(hospital.as_uuid()),
+            starts_at: Timestamp::new(t("2026-03-10T10:00:00Z")),
+            duration_minutes: DurationMinutes::new(30).unwrap(),
+            reason: ShortText::parse("check").unwrap(),
+            booked_by: UserId::from_uuid(hospital.as_uuid()),
+        }));
+        envelopes.push(n.record(AppointmentApproved {
+            appointment_id: appointment,
+            hospital_id: hospital,
+            reason: None,
+            approved_by: UserId::from_uuid(hospital.as_uuid()),
+        }));
+        envelopes.push(n.record(MedicalNoteAdded {
+            patient_id: patient,
+            hospital_id: hospital,
+            note: LongText::parse("fine").unwrap(),
+            author_id: UserId::from_uuid(hospital.as_uuid()),
+        }));
+    }
+    let facts = facts(&envelopes);
+    let db = TestDb::new().await;
+    let started = std::time::Instant::now();
+    apply(&db.pool, &Hospital, &facts, 1_000).await;
+    let took = started.elapsed();
+    println!(
+        "{} events in {took:?}: {:.0} events/s",
+        facts.len(),
+        facts.len() as f64 / took.as_secs_f64()
+    );
+    db.drop().await;
+}
