@@ -118,20 +118,32 @@ async fn a_projector_killed_while_catching_up_ends_with_the_tables_of_a_clean_ru
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
-        let at: i64 = sqlx::query_scalar(CAUGHT_UP).fetch_one(&db.pool).await.unwrap_or(0);
+        let at: i64 = sqlx::query_scalar(CAUGHT_UP)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(0);
         if at >= total {
             break;
         }
     }
     assert!(started.elapsed() < Duration::from_secs(120));
-    let at: i64 = sqlx::query_scalar(CAUGHT_UP).fetch_one(&db.pool).await.unwrap_or(0);
-    assert!(at < total, "killed at least once before catching up (at {at} of {total})");
+    let at: i64 = sqlx::query_scalar(CAUGHT_UP)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or(0);
+    assert!(
+        at < total,
+        "killed at least once before catching up (at {at} of {total})"
+    );
     let mut last = spawn_projector(&db, &prefix, data.path());
     wait_for(&db.pool, CAUGHT_UP, total).await;
     last.kill().unwrap();
     last.wait().unwrap();
 
-    let (got, want) = (model_tables(&db.pool).await, model_tables(&clean_db.pool).await);
+    let (got, want) = (
+        model_tables(&db.pool).await,
+        model_tables(&clean_db.pool).await,
+    );
     assert_eq!(got.len(), want.len());
     for ((table, rows), (_, clean_rows)) in got.iter().zip(&want) {
         // Stream sequences differ between the two streams; everything else is the same.

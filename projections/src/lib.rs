@@ -14,6 +14,8 @@
 pub mod audit;
 pub mod db;
 pub mod fact;
+pub mod hospital;
+pub mod insurance;
 pub mod metrics;
 pub mod model;
 pub mod public_health;

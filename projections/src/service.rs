@@ -1,6 +1,8 @@
 //! `hms project`: every read model's projector in one process, and the metrics endpoint.
 
 use crate::audit::Audit;
+use crate::hospital::Hospital;
+use crate::insurance::Insurance;
 use crate::metrics::Metrics;
 use crate::model::ReadModel;
 use crate::public_health::PublicHealth;
@@ -118,6 +120,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut tasks = Vec::new();
     let mut spawn = |task: JoinHandle<()>| tasks.push(task);
     spawn(spawn_model(Audit::default(), &pool, &js, &config, &metrics));
+    spawn(spawn_model(Hospital, &pool, &js, &config, &metrics));
+    spawn(spawn_model(Insurance, &pool, &js, &config, &metrics));
     spawn(spawn_model(
         PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone()),
         &pool,
@@ -202,7 +206,12 @@ pub fn load_or_create_pseudonym_key(path: &std::path::Path) -> Result<PseudonymK
 }
 
 /// The read models, by name.
-pub const MODELS: &[&str] = &[Audit::NAME, PublicHealth::NAME];
+pub const MODELS: &[&str] = &[
+    Audit::NAME,
+    Hospital::NAME,
+    Insurance::NAME,
+    PublicHealth::NAME,
+];
 
 /// Rebuilds one read model by name (see [`crate::rebuild`]).
 pub async fn rebuild_model(
@@ -216,6 +225,8 @@ pub async fn rebuild_model(
     let p = &config.projector;
     match name {
         Audit::NAME => rebuild(Audit::default(), pool, js, p, progress).await,
+        Hospital::NAME => rebuild(Hospital, pool, js, p, progress).await,
+        Insurance::NAME => rebuild(Insurance, pool, js, p, progress).await,
         PublicHealth::NAME => {
             let model =
                 PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone());

@@ -237,3 +237,31 @@ pub async fn wait_for(pool: &PgPool, query: &str, want: i64) {
     }
     panic!("{query} stayed at {last}, wanted {want}");
 }
+
+/// Every table of a schema, each as its rows (as JSON) in one fixed order: for comparing two
+/// databases table by table.
+pub async fn dump(
+    pool: &PgPool,
+    schema: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for table in tables {
+        let rows: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]'::jsonb) \
+             FROM \"{schema}\".\"{table}\" t"
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        out.insert(table, rows);
+    }
+    out
+}
