@@ -31,6 +31,9 @@ enum BenchWhat {
     /// An edge's backlog replayed into a fresh JetStream stream, beside a raw pipelined publish
     /// of the same bytes; commands keep being answered during the replay.
     Sync(SyncBench),
+    /// A history rebuilt into all four read models, beside a raw batched insert of as many
+    /// rows into a table of the audit events' shape.
+    Projections(crate::bench_projections::ProjectionsBench),
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +67,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Edge(bench) => runtime.block_on(edge(bench)),
         BenchWhat::Sync(bench) => runtime.block_on(sync(bench)),
+        BenchWhat::Projections(bench) => runtime.block_on(crate::bench_projections::run(bench)),
     }
 }
 

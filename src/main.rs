@@ -3,6 +3,7 @@
 //! dispatches; each service crate owns its own `run`.
 
 mod bench;
+mod bench_projections;
 mod edge_cli;
 mod nats_config;
 mod project_cli;

@@ -131,6 +131,16 @@ pub async fn publish_all_confirmed(
     Ok(nodes.len())
 }
 
+/// Inserts facts into `events` as they are, in one statement: the audit model's main write,
+/// and the raw limit its benchmark compares against.
+pub async fn insert_events(conn: &mut PgConnection, facts: &[Fact]) -> Result<(), sqlx::Error> {
+    let mut rows = EventRows::default();
+    for fact in facts {
+        rows.push(fact);
+    }
+    rows.insert(conn).await
+}
+
 /// The columns of `events`, one vector per column, for one `UNNEST` insert.
 #[derive(Default)]
 struct EventRows {

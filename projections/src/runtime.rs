@@ -29,6 +29,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// How long a batch waits for one more message before it is applied.
+const LINGER: Duration = Duration::from_millis(3);
+
 /// How a projector runs; the same for every model.
 #[derive(Clone, Debug)]
 pub struct ProjectorConfig {
@@ -243,12 +246,21 @@ impl<M: ReadModel> Projector<M> {
                 Some(Err(e)) => return format!("receiving from {name}: {e}"),
                 None => return format!("the consumer {name} stopped"),
             };
+            // Then whatever follows closely, up to a batch: catching up, batches fill in a few
+            // milliseconds; live, an event waits at most one linger.
             let mut batch = vec![first];
             while batch.len() < self.config.batch {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => batch.push(message),
-                    Some(Some(Err(e))) => return format!("receiving from {name}: {e}"),
-                    _ => break,
+                let next = match messages.next().now_or_never() {
+                    Some(next) => next,
+                    None => match tokio::time::timeout(LINGER, messages.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                };
+                match next {
+                    Some(Ok(message)) => batch.push(message),
+                    Some(Err(e)) => return format!("receiving from {name}: {e}"),
+                    None => return format!("the consumer {name} stopped"),
                 }
             }
             // A database error leaves the batch unacknowledged and applies it again, in order,
@@ -514,6 +526,7 @@ impl<M: ReadModel> Projector<M> {
         m.parked.fetch_add(outcome.parked, Ordering::Relaxed);
         m.checkpoint.store(new_checkpoint, Ordering::Relaxed);
         m.observe_batch(started.elapsed());
+        tracing::trace!(model = %self.key, messages = batch.len(), took_ms = started.elapsed().as_secs_f64() * 1e3, "batch committed");
         if outcome.held > 0 {
             tracing::debug!(model = %self.key, held = outcome.held, "events wait for earlier ones of their node");
         }
