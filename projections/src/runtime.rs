@@ -9,9 +9,10 @@
 //! - *Order kept.* An event above that mark plus one would leave a gap: it is negatively
 //!   acknowledged with a delay and comes again, by then usually after the missing one.
 //! - *Nothing skipped.* A message is acknowledged only after its batch committed. The
-//!   checkpoint (the highest stream sequence committed) lets a *first* delivery at or below it
-//!   be passed over cheaply (a consumer made again behind the database); a redelivery is always
-//!   read, so a held event is never passed over by the checkpoint.
+//!   checkpoint is the stream sequence at or below which every message is done (applied,
+//!   dropped or parked), so it never passes an event held back. At every start the consumer is
+//!   made again from the checkpoint: messages a killed process had received but not
+//!   acknowledged come again at once, in order, rather than after the acknowledgement timeout.
 //! - *Never stuck.* A message that cannot be read is parked with the reason and its node's
 //!   order moves on past it.
 
@@ -23,7 +24,7 @@ use domain::values::NodeId;
 use futures::{FutureExt, StreamExt};
 use platform::streams::Names;
 use sqlx::{AssertSqlSafe, PgPool};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -216,6 +217,10 @@ impl<M: ReadModel> Projector<M> {
             Err(e) => return format!("reading the checkpoint: {e}"),
         };
         let mut checkpoint = checkpoint;
+        let mut floor = Floor {
+            done: checkpoint,
+            held: BTreeSet::new(),
+        };
         let consumer = match self.consumer(checkpoint).await {
             Ok(consumer) => consumer,
             Err(e) => return e,
@@ -267,7 +272,7 @@ impl<M: ReadModel> Projector<M> {
             // once the database answers; messages redelivered meanwhile are dropped as
             // duplicates.
             let outcome = loop {
-                match self.apply_batch(&batch, checkpoint).await {
+                match self.apply_batch(&batch, checkpoint, &mut floor).await {
                     Ok(outcome) => break outcome,
                     Err(e) => {
                         *failures = failures.saturating_add(1);
@@ -299,9 +304,9 @@ impl<M: ReadModel> Projector<M> {
         Ok(seq)
     }
 
-    /// Opens the durable consumer, making it if it is missing. One that has acknowledged more
-    /// than the database holds (the database was replaced or restored) is made again from the
-    /// checkpoint, so nothing it skipped is lost.
+    /// Makes the durable consumer again, from the checkpoint: the database, not the consumer,
+    /// says what is done (it may have been replaced or restored, and a killed process leaves
+    /// messages delivered but unacknowledged).
     async fn consumer(
         &self,
         checkpoint: u64,
@@ -329,16 +334,7 @@ impl<M: ReadModel> Projector<M> {
             max_ack_pending: (self.config.batch * 20) as i64,
             ..Default::default()
         };
-        if let Ok(mut existing) = stream.get_consumer::<pull::Config>(&name).await {
-            let acked = existing
-                .info()
-                .await
-                .map(|info| info.ack_floor.stream_sequence)
-                .unwrap_or(0);
-            if acked <= checkpoint {
-                return Ok(existing);
-            }
-            tracing::warn!(model = %self.key, acked, checkpoint, "the consumer is ahead of the database; it is made again from the checkpoint");
+        if stream.get_consumer::<pull::Config>(&name).await.is_ok() {
             stream
                 .delete_consumer(&name)
                 .await
@@ -355,6 +351,7 @@ impl<M: ReadModel> Projector<M> {
         &self,
         batch: &[jetstream::Message],
         checkpoint: u64,
+        floor: &mut Floor,
     ) -> Result<BatchOutcome, sqlx::Error> {
         let started = Instant::now();
         let mut readings = Vec::with_capacity(batch.len());
@@ -479,14 +476,13 @@ impl<M: ReadModel> Projector<M> {
             .execute(&mut *tx)
             .await?;
         }
-        let done_max = batch
-            .iter()
-            .zip(&verdicts)
-            .filter(|(_, v)| **v != Verdict::Held)
-            .filter_map(|(m, _)| m.info().ok().map(|i| i.stream_sequence))
-            .max()
-            .unwrap_or(0);
-        let new_checkpoint = (committed as u64).max(done_max);
+        let mut next_floor = floor.clone();
+        for (message, verdict) in batch.iter().zip(&verdicts) {
+            if let Ok(info) = message.info() {
+                next_floor.record(info.stream_sequence, *verdict == Verdict::Held);
+            }
+        }
+        let new_checkpoint = (committed as u64).max(next_floor.checkpoint());
         if new_checkpoint > committed as u64 {
             sqlx::query("UPDATE projection.checkpoints SET stream_seq = $2 WHERE model = $1")
                 .bind(&self.key)
@@ -495,6 +491,7 @@ impl<M: ReadModel> Projector<M> {
                 .await?;
         }
         tx.commit().await?;
+        *floor = next_floor;
 
         // Acknowledgements are sent without waiting for replies: one lost is a redelivery, which
         // changes nothing.
@@ -526,7 +523,7 @@ impl<M: ReadModel> Projector<M> {
         m.parked.fetch_add(outcome.parked, Ordering::Relaxed);
         m.checkpoint.store(new_checkpoint, Ordering::Relaxed);
         m.observe_batch(started.elapsed());
-        tracing::trace!(model = %self.key, messages = batch.len(), took_ms = started.elapsed().as_secs_f64() * 1e3, "batch committed");
+        tracing::trace!(model = %self.key, messages = batch.len(), first = batch[0].info().map(|i| i.stream_sequence).unwrap_or(0), ?outcome, took_ms = started.elapsed().as_secs_f64() * 1e3, "batch committed");
         if outcome.held > 0 {
             tracing::debug!(model = %self.key, held = outcome.held, "events wait for earlier ones of their node");
         }
@@ -543,6 +540,33 @@ impl<M: ReadModel> Projector<M> {
             self.model.after_commit(&committed, changes).await;
         }
         Ok(outcome)
+    }
+}
+
+/// What this process knows of the messages since its start: the highest stream sequence done,
+/// and the held ones (negatively acknowledged, to come again). The checkpoint stops below the
+/// first held one.
+#[derive(Clone, Debug)]
+struct Floor {
+    done: u64,
+    held: BTreeSet<u64>,
+}
+
+impl Floor {
+    fn record(&mut self, seq: u64, held: bool) {
+        if held {
+            self.held.insert(seq);
+        } else {
+            self.held.remove(&seq);
+            self.done = self.done.max(seq);
+        }
+    }
+
+    fn checkpoint(&self) -> u64 {
+        match self.held.first() {
+            Some(first) => self.done.min(first - 1),
+            None => self.done,
+        }
     }
 }
 
