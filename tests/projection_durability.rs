@@ -73,7 +73,10 @@ fn spawn_projector(db: &TestDb, prefix: &str, data_dir: &std::path::Path) -> Pro
         .env("HMS_METRICS_LISTEN", "off")
         // Small batches: many commits to be killed between.
         .env("HMS_PROJECTION_BATCH", "200")
-        .env("RUST_LOG", std::env::var("HMS_TEST_PROJECTOR_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("HMS_TEST_PROJECTOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -132,14 +135,20 @@ async fn a_projector_killed_while_catching_up_ends_with_the_tables_of_a_clean_ru
         let mut child = spawn_projector(&db, &prefix, data.path());
         tokio::time::sleep(Duration::from_millis(300 + 100 * kill)).await;
         child.kill(); // SIGKILL
-        let at: i64 = sqlx::query_scalar(CAUGHT_UP).fetch_one(&db.pool).await.unwrap_or(0);
+        let at: i64 = sqlx::query_scalar(CAUGHT_UP)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(0);
         if at >= total {
             break;
         }
         kills_mid_way += 1;
     }
     assert!(started.elapsed() < Duration::from_secs(120));
-    assert!(kills_mid_way >= 2, "killed {kills_mid_way} times before catching up");
+    assert!(
+        kills_mid_way >= 2,
+        "killed {kills_mid_way} times before catching up"
+    );
     let mut last = spawn_projector(&db, &prefix, data.path());
     wait_for(&db.pool, CAUGHT_UP, total).await;
     last.kill();
