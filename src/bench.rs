@@ -321,7 +321,9 @@ async fn edge(bench: EdgeBench) -> Result<()> {
 }
 
 /// A fresh data directory with the development hospital and `events` registrations in its log.
-async fn filled_log(events: u64) -> Result<(tempfile::TempDir, EdgeConfig, DevHospital)> {
+pub(crate) async fn filled_log(
+    events: u64,
+) -> Result<(tempfile::TempDir, EdgeConfig, DevHospital)> {
     let dir = tempfile::tempdir().context("a temporary data directory")?;
     let hospital = HospitalId::from_uuid(Uuid::now_v7());
     let mut config = EdgeConfig::new(dir.path().to_owned());
@@ -555,7 +557,7 @@ fn bench_prefix() -> String {
 
 /// A token of the development hospital's receptionist, signed with the keys the edge made in
 /// its data directory.
-fn receptionist_token(data_dir: &std::path::Path, dev: &DevHospital) -> Result<String> {
+pub(crate) fn receptionist_token(data_dir: &std::path::Path, dev: &DevHospital) -> Result<String> {
     let signer = platform::keys::resolve_jwt_keys(None, None, data_dir)?
         .load()?
         .signer()

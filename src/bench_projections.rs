@@ -31,6 +31,12 @@ pub struct ProjectionsBench {
     /// Events per transaction, for the projectors and the raw insert alike.
     #[arg(long, default_value_t = 1_000)]
     batch: usize,
+    /// Seconds of commands at an online edge for the end-to-end lag (0 skips it).
+    #[arg(long, default_value_t = 10.0)]
+    lag_seconds: f64,
+    /// Commands per second sent to the edge while the lag is measured.
+    #[arg(long, default_value_t = 1_000)]
+    lag_rate: u64,
 }
 
 /// One node's history being recorded: its chain, clock and aggregates' versions.
@@ -399,6 +405,21 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
     );
 
     pool.close().await;
+    drop_database(&base, &db_name).await?;
+    for stream in [
+        names.events_stream(),
+        names.public_stream(),
+        format!("KV_{}", names.confirmed_bucket()),
+    ] {
+        let _ = js.delete_stream(&stream).await;
+    }
+    if bench.lag_seconds > 0.0 {
+        lag(&bench, &base, &js).await?;
+    }
+    Ok(())
+}
+
+async fn drop_database(base: &sqlx::postgres::PgConnectOptions, db_name: &str) -> Result<()> {
     let mut admin = sqlx::PgConnection::connect_with(&base.clone().database("postgres")).await?;
     sqlx::query(AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
@@ -406,6 +427,148 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
     .execute(&mut admin)
     .await
     .context("dropping the benchmark database")?;
+    Ok(())
+}
+
+/// From an online edge's 201 to the patient's row in `hospital.patients`: registrations sent at
+/// a steady rate, the rows looked for every few milliseconds.
+async fn lag(
+    bench: &ProjectionsBench,
+    base: &sqlx::postgres::PgConnectOptions,
+    js: &async_nats::jetstream::Context,
+) -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use tokio::time::{Duration, Instant as TokioInstant};
+    println!();
+    println!(
+        "end-to-end lag: {} commands/s for {} s at an online edge, until each row is in hospital.patients...",
+        bench.lag_rate, bench.lag_seconds
+    );
+    let prefix = format!("lag{}", &Uuid::now_v7().simple().to_string()[20..]);
+    let names = Names::new(&prefix)?;
+    let db_name = format!("hms_bench_{}", Uuid::now_v7().simple());
+    let options = base.clone().database(&db_name);
+    let pool = projections::db::connect(&options, 4).await?;
+
+    let (dir, mut config, dev) = crate::bench::filled_log(0).await?;
+    config.listen = "127.0.0.1:0".parse()?;
+    config.sync = Some(edge_agent::sync::SyncConfig::new(
+        bench.nats_url.clone(),
+        names.clone(),
+    ));
+    let edge = edge_agent::start(config).await?;
+    let token = crate::bench::receptionist_token(dir.path(), &dev)?;
+    let projector_config = projections::Config {
+        database_url: format!(
+            "postgres://{}@{}:{}/{db_name}",
+            base.get_username(),
+            base.get_host(),
+            base.get_port()
+        ),
+        nats_url: bench.nats_url.clone(),
+        credentials: None,
+        metrics_listen: None,
+        pseudonym_key: domain::public_health::PseudonymKey::from_bytes(&[42; 32])
+            .map_err(anyhow::Error::msg)?,
+        min_cell: 11,
+        projector: projections::runtime::ProjectorConfig::new(names.clone()),
+    };
+    let running = projections::start(projector_config).await?;
+
+    // Sent: patient id and the instant its 201 came back.
+    let answered: Arc<Mutex<Vec<(Uuid, TokioInstant)>>> = Arc::default();
+    let url = format!("http://{}/v1/commands", edge.addr);
+    let workers = 16u64;
+    let per_worker = Duration::from_secs_f64(workers as f64 / bench.lag_rate.max(1) as f64);
+    let deadline = TokioInstant::now() + Duration::from_secs_f64(bench.lag_seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (url, token, answered) = (url.clone(), token.clone(), answered.clone());
+        tasks.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut tick = tokio::time::interval_at(
+                TokioInstant::now() + per_worker.mul_f64(w as f64 / workers as f64),
+                per_worker,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut errors = 0u64;
+            while TokioInstant::now() < deadline {
+                tick.tick().await;
+                let patient = Uuid::now_v7();
+                let body = serde_json::json!({"command_id": Uuid::now_v7(), "type": "RegisterPatient",
+                    "patient_id": patient, "name": "Amina Otieno", "birth_date": "1984-03-12",
+                    "sex": "female", "region_code": "KE-30"});
+                match client.post(&url).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                        answered.lock().expect("answers").push((patient, TokioInstant::now()));
+                    }
+                    _ => errors += 1,
+                }
+            }
+            errors
+        });
+    }
+    // The watcher: every outstanding id looked for every 5 ms.
+    let mut lags: Vec<Duration> = Vec::new();
+    let mut outstanding: Vec<(Uuid, TokioInstant)> = Vec::new();
+    let give_up = deadline + Duration::from_secs(30);
+    let mut errors = 0;
+    loop {
+        outstanding.extend(answered.lock().expect("answers").drain(..));
+        if !outstanding.is_empty() {
+            let ids: Vec<Uuid> = outstanding.iter().map(|(id, _)| *id).collect();
+            let visible: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+                "SELECT patient_id FROM hospital.patients WHERE patient_id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await?
+            .into_iter()
+            .collect();
+            let now = TokioInstant::now();
+            outstanding.retain(|(id, at)| {
+                if visible.contains(id) {
+                    lags.push(now - *at);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if tasks.is_empty() && outstanding.is_empty() {
+            break;
+        }
+        while let Some(done) = tasks.try_join_next() {
+            errors += done?;
+        }
+        anyhow::ensure!(
+            TokioInstant::now() < give_up,
+            "{} rows never became visible",
+            outstanding.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    lags.sort();
+    let percentile = |p: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * p).round() as usize)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "  {} commands answered 201 ({} errors), {:.0} commands/s",
+        lags.len(),
+        errors,
+        lags.len() as f64 / bench.lag_seconds
+    );
+    println!(
+        "  201 to row in hospital.patients: p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   (target p99 < 250 ms; rows looked for every 5 ms)",
+        percentile(0.50),
+        percentile(0.99),
+        percentile(1.0)
+    );
+    running.stop().await;
+    edge.stop().await?;
+    drop_database(base, &db_name).await?;
     for stream in [
         names.events_stream(),
         names.public_stream(),
