@@ -198,3 +198,43 @@ async fn the_audit_projector_publishes_each_nodes_confirmed_mark() {
     running.stop().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn metrics_show_what_each_projector_did() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let js = jetstream(&prefix).await;
+    let mut node = Recorder::new();
+    let events = hospitals(&mut node, 12);
+    publish(&js, &prefix, &events, false).await;
+    publish(&js, &prefix, &events[..5], true).await;
+    let mut config = config(&db, &prefix);
+    config.metrics_listen = Some("127.0.0.1:0".to_owned());
+    let running = projections::start(config).await.unwrap();
+    wait_for(
+        &db.pool,
+        "SELECT min(stream_seq) FROM projection.checkpoints",
+        17,
+    )
+    .await;
+    let addr = running.metrics_addr.unwrap();
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for model in ["audit", "hospital", "insurance", "public_health"] {
+        for line in [
+            format!("hms_projection_events_applied_total{{model=\"{model}\"}} 12"),
+            format!("hms_projection_duplicates_dropped_total{{model=\"{model}\"}} 5"),
+            format!("hms_projection_checkpoint{{model=\"{model}\"}} 17"),
+            format!("hms_projection_lag_events{{model=\"{model}\"}} 0"),
+        ] {
+            assert!(body.contains(&line), "{line} missing from:\n{body}");
+        }
+    }
+    assert!(body.contains("hms_projection_batch_seconds_count{model=\"audit\"}"));
+    running.stop().await;
+    db.drop().await;
+}
