@@ -265,3 +265,21 @@ pub async fn dump(
     }
     out
 }
+
+/// Every table of every read model's schemas, by schema (see [`dump`]).
+pub async fn dump_models(
+    pool: &PgPool,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>> {
+    use projections::model::ReadModel;
+    let schemas = [
+        projections::audit::Audit::SCHEMAS,
+        projections::hospital::Hospital::SCHEMAS,
+        projections::insurance::Insurance::SCHEMAS,
+        projections::public_health::PublicHealth::SCHEMAS,
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    for schema in schemas.concat() {
+        out.insert(schema.to_owned(), dump(pool, schema).await);
+    }
+    out
+}
