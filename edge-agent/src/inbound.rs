@@ -6,11 +6,12 @@
 //! crash changes nothing.
 
 use crate::log::Identity;
-use crate::sync::{SharedState, SyncConfig, backoff};
+use crate::sync::{SharedState, SyncConfig};
 use crate::writer::{ReceiveError, Writer};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use domain::envelope::Envelope;
 use futures::{FutureExt, StreamExt};
+use platform::retry::backoff;
 use platform::streams::Names;
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 use async_nats::jetstream::kv;
 use ed25519_dalek::VerifyingKey;
 use ed25519_dalek::pkcs8::DecodePublicKey;
+use platform::retry::backoff;
 use platform::streams::{self, Names};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
@@ -744,15 +745,6 @@ async fn await_ack(
     Ok(())
 }
 
-/// 200 ms doubling per failure up to `cap`, with up to 50 % random jitter so many edges coming
-/// back at once do not reconnect in step.
-pub(crate) fn backoff(failures: u32, cap: Duration) -> Duration {
-    let base =
-        Duration::from_millis(200).saturating_mul(1u32 << failures.min(16).saturating_sub(1));
-    let capped = base.min(cap);
-    capped.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,16 +780,5 @@ mod tests {
         let long = "é".repeat(600);
         let clipped = clip(&long);
         assert!(clipped.len() <= 504 && clipped.ends_with('…'));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cap = Duration::from_secs(30);
-        assert!(backoff(1, cap) <= Duration::from_millis(200));
-        assert!(backoff(4, cap) >= Duration::from_millis(800));
-        for failures in [20, 100, u32::MAX] {
-            let d = backoff(failures, cap);
-            assert!(d <= cap && d >= cap / 2, "{d:?}");
-        }
     }
 }

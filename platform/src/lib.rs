@@ -6,5 +6,6 @@ pub mod keys;
 pub mod nats_auth;
 pub mod password;
 pub mod problem;
+pub mod retry;
 pub mod streams;
 pub mod token;

@@ -22,6 +22,7 @@ use crate::model::{Committed, ReadModel};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use domain::values::NodeId;
 use futures::{FutureExt, StreamExt};
+use platform::retry::backoff;
 use platform::streams::Names;
 use sqlx::{AssertSqlSafe, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -603,11 +604,4 @@ fn unzip4(rows: Vec<(i64, String, String, String)>) -> Parked {
         out.3.push(d);
     }
     out
-}
-
-/// Exponential backoff with jitter, capped.
-pub fn backoff(failures: u32, max: Duration) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1 << failures.min(10));
-    let capped = base.min(max);
-    capped.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
