@@ -9,33 +9,8 @@ mod read_models;
 
 use domain::values::Role;
 use edge_support::NatsServer;
-use edge_support::{TestEdge, id, register_patient, spawn_synced_with};
+use edge_support::{id, register_patient, spawn_synced_with};
 use std::time::Duration;
-
-async fn status(edge: &TestEdge) -> serde_json::Value {
-    edge.get(&edge.token(Role::Receptionist), "/v1/sync/status")
-        .await
-        .body
-}
-
-async fn wait_for_status(
-    edge: &TestEdge,
-    what: &str,
-    holds: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = status(edge).await;
-        if holds(&status) {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not reached: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_resending_past_the_duplicate_window_doubles_nothing_and_is_confirmed() {
@@ -69,7 +44,7 @@ async fn an_edge_resending_past_the_duplicate_window_doubles_nothing_and_is_conf
     platform::streams::ensure_bucket(&js, platform::streams::confirmed_bucket_config(&names))
         .await
         .unwrap();
-    wait_for_status(&edge, "sent, then sent again", |s| {
+    edge.wait_for_status("sent, then sent again", |s| {
         s["pending_events"] == 0 && s["resends"].as_u64() >= Some(1)
     })
     .await;
@@ -83,10 +58,11 @@ async fn an_edge_resending_past_the_duplicate_window_doubles_nothing_and_is_conf
     let mut config = read_models::config(&db, &prefix);
     config.nats_url = nats.url();
     let running = projections::start(config).await.unwrap();
-    let confirmed = wait_for_status(&edge, "confirmed by the audit projector", |s| {
-        s["confirmed_node_seq"] == 20
-    })
-    .await;
+    let confirmed = edge
+        .wait_for_status("confirmed by the audit projector", |s| {
+            s["confirmed_node_seq"] == 20
+        })
+        .await;
     assert_eq!(confirmed["sent_unconfirmed_events"], 0, "{confirmed}");
     read_models::wait_for(&db.pool, "SELECT count(*) FROM hospital.patients", 20).await;
     let audit: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.events")

@@ -29,7 +29,7 @@ async fn record(edge: &TestEdge, count: usize) {
 }
 
 async fn wait_until_sent(edge: &TestEdge) -> serde_json::Value {
-    wait_for(edge, "everything sent", |s| {
+    edge.wait_for_status("everything sent", |s| {
         s["pending_events"] == 0 && s["connected"] == true
     })
     .await
@@ -50,10 +50,7 @@ async fn what_was_recorded_offline_arrives_once_in_order_when_nats_starts() {
     let prefix = prefix();
     let edge = spawn_synced(&nats, &prefix).await;
     record(&edge, 300).await;
-    let status = edge
-        .get(&edge.token(Role::Receptionist), "/v1/sync/status")
-        .await
-        .body;
+    let status = edge.sync_status().await;
     assert_eq!(status["pending_events"], 300, "{status}");
     assert_eq!(status["connected"], false, "{status}");
 
@@ -100,31 +97,6 @@ async fn outages_while_commands_go_on_lose_and_double_nothing() {
     assert_eq!(envelopes.len(), sent_before + 10);
 }
 
-async fn status(edge: &TestEdge) -> serde_json::Value {
-    edge.get(&edge.token(Role::Receptionist), "/v1/sync/status")
-        .await
-        .body
-}
-
-async fn wait_for(
-    edge: &TestEdge,
-    what: &str,
-    holds: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = status(edge).await;
-        if holds(&status) {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not reached: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_but_not_confirmed_in_time_are_sent_again_until_confirmed() {
     let mut nats = NatsServer::new();
@@ -151,10 +123,11 @@ async fn events_sent_but_not_confirmed_in_time_are_sent_again_until_confirmed() 
             .unwrap();
     let node = edge.edge.identity.node_id.to_string();
     confirmed.put(&node, "12".into()).await.unwrap();
-    let again = wait_for(&edge, "events 13..=20 sent again", |s| {
-        s["confirmed_node_seq"] == 12 && s["resends"].as_u64() >= Some(1)
-    })
-    .await;
+    let again = edge
+        .wait_for_status("events 13..=20 sent again", |s| {
+            s["confirmed_node_seq"] == 12 && s["resends"].as_u64() >= Some(1)
+        })
+        .await;
     assert_eq!(again["sent_unconfirmed_events"], 8, "{again}");
     assert_eq!(again["pending_events"], 0, "{again}");
     // The stream holds 13..=20 twice: the edge sent them again, in order, after the first pass.
@@ -175,11 +148,16 @@ async fn events_sent_but_not_confirmed_in_time_are_sent_again_until_confirmed() 
 
     // Confirmed at last: nothing more goes again.
     confirmed.put(&node, "20".into()).await.unwrap();
-    let done = wait_for(&edge, "all confirmed", |s| s["confirmed_node_seq"] == 20).await;
+    let done = edge
+        .wait_for_status("all confirmed", |s| s["confirmed_node_seq"] == 20)
+        .await;
     assert_eq!(done["sent_unconfirmed_events"], 0, "{done}");
     let resends = done["resends"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(status(&edge).await["resends"].as_u64().unwrap(), resends);
+    assert_eq!(
+        edge.sync_status().await["resends"].as_u64().unwrap(),
+        resends
+    );
     // The confirmed mark is kept in the log.
     let kept: i64 = rusqlite::Connection::open(edge.db())
         .unwrap()
@@ -198,7 +176,7 @@ async fn the_status_is_published_centrally_keyed_by_node() {
     })
     .await;
     record(&edge, 5).await;
-    let offline = status(&edge).await;
+    let offline = edge.sync_status().await;
     assert_eq!(offline["pending_events"], 5, "{offline}");
     assert!(
         offline["oldest_pending_age_seconds"].as_i64().is_some(),

@@ -134,6 +134,29 @@ impl TestEdge {
     }
 
     /// The last `node_seq` the edge recorded, as its sync status says.
+    /// `GET /v1/sync/status`, as a receptionist sees it.
+    pub async fn sync_status(&self) -> Value {
+        self.get(&self.token(Role::Receptionist), "/v1/sync/status")
+            .await
+            .body
+    }
+
+    /// Polls the sync status until `holds` (up to 30 s), and returns it.
+    pub async fn wait_for_status(&self, what: &str, holds: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let status = self.sync_status().await;
+            if holds(&status) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not reached: {status}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn recorded(&self) -> u64 {
         let status = self
             .get(&self.token(Role::Receptionist), "/v1/sync/status")
