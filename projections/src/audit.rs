@@ -28,10 +28,9 @@ impl ReadModel for Audit {
         if facts.is_empty() {
             return Ok(());
         }
-        let mut rows = EventRows::with_capacity(facts.len());
+        insert_events(conn, facts).await?;
         let mut keys = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for fact in facts {
-            rows.push(fact);
             if let Event::EdgeNodeRegistered(e) = &fact.event {
                 keys.0.push(e.node_id.as_uuid());
                 keys.1.push(e.hospital_id.as_uuid());
@@ -40,7 +39,6 @@ impl ReadModel for Audit {
                 keys.4.push(fact.envelope.event_id.as_uuid());
             }
         }
-        rows.insert(conn).await?;
         if !keys.0.is_empty() {
             // A node registered again (a new key) keeps the latest registration.
             sqlx::query(
@@ -167,10 +165,6 @@ struct EventRows {
 }
 
 impl EventRows {
-    fn with_capacity(_n: usize) -> Self {
-        Self::default()
-    }
-
     fn push(&mut self, fact: &Fact) {
         let e = &fact.envelope;
         self.event_id.push(e.event_id.as_uuid());

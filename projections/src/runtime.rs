@@ -169,7 +169,10 @@ impl<M: ReadModel> Projector<M> {
     pub async fn run(self) {
         let mut failures: u32 = 0;
         loop {
-            let error = self.follow(&mut failures, None).await;
+            let Err(error) = self.follow(&mut failures, None).await else {
+                // Without an end to reach, following only ever stops on an error.
+                continue;
+            };
             failures = failures.saturating_add(1);
             let delay = backoff(failures, self.config.max_backoff);
             tracing::warn!(model = %self.key, retry_in_ms = delay.as_millis() as u64, "projector: {error}");
@@ -185,10 +188,9 @@ impl<M: ReadModel> Projector<M> {
                 Ok(at) if at >= until => return,
                 _ => {}
             }
-            let error = self.follow(&mut failures, Some((until, progress))).await;
-            if error.is_empty() {
+            let Err(error) = self.follow(&mut failures, Some((until, progress))).await else {
                 return;
-            }
+            };
             failures = failures.saturating_add(1);
             let delay = backoff(failures, self.config.max_backoff);
             tracing::warn!(model = %self.key, retry_in_ms = delay.as_millis() as u64, "rebuild: {error}");
@@ -206,16 +208,16 @@ impl<M: ReadModel> Projector<M> {
         Ok(seq.unwrap_or(0) as u64)
     }
 
-    /// Follows the stream until an error, which it returns (or, with `until`, an empty string
-    /// once the checkpoint reaches it).
+    /// Follows the stream until an error, which it returns, or, with `until`, until the
+    /// checkpoint reaches it.
     async fn follow(
         &self,
         failures: &mut u32,
         until: Option<(u64, &(dyn Fn(u64) + Sync))>,
-    ) -> String {
+    ) -> Result<(), String> {
         let checkpoint = match self.start().await {
             Ok(checkpoint) => checkpoint,
-            Err(e) => return format!("reading the checkpoint: {e}"),
+            Err(e) => return Err(format!("reading the checkpoint: {e}")),
         };
         let mut checkpoint = checkpoint;
         let mut floor = Floor {
@@ -224,7 +226,7 @@ impl<M: ReadModel> Projector<M> {
         };
         let consumer = match self.consumer(checkpoint).await {
             Ok(consumer) => consumer,
-            Err(e) => return e,
+            Err(e) => return Err(e),
         };
         let name = self.consumer_name();
         let mut messages = match consumer
@@ -236,7 +238,7 @@ impl<M: ReadModel> Projector<M> {
             .await
         {
             Ok(messages) => messages,
-            Err(e) => return format!("pulling from {name}: {e}"),
+            Err(e) => return Err(format!("pulling from {name}: {e}")),
         };
         if self.live {
             tracing::info!(model = %self.key, consumer = %name, checkpoint, "projecting");
@@ -245,12 +247,12 @@ impl<M: ReadModel> Projector<M> {
             if let Some((until, _)) = until
                 && checkpoint >= until
             {
-                return String::new();
+                return Ok(());
             }
             let first = match messages.next().await {
                 Some(Ok(message)) => message,
-                Some(Err(e)) => return format!("receiving from {name}: {e}"),
-                None => return format!("the consumer {name} stopped"),
+                Some(Err(e)) => return Err(format!("receiving from {name}: {e}")),
+                None => return Err(format!("the consumer {name} stopped")),
             };
             // Then whatever follows closely, up to a batch: catching up, batches fill in a few
             // milliseconds; live, an event waits at most one linger.
@@ -265,8 +267,8 @@ impl<M: ReadModel> Projector<M> {
                 };
                 match next {
                     Some(Ok(message)) => batch.push(message),
-                    Some(Err(e)) => return format!("receiving from {name}: {e}"),
-                    None => return format!("the consumer {name} stopped"),
+                    Some(Err(e)) => return Err(format!("receiving from {name}: {e}")),
+                    None => return Err(format!("the consumer {name} stopped")),
                 }
             }
             // A database error leaves the batch unacknowledged and applies it again, in order,
@@ -356,23 +358,29 @@ impl<M: ReadModel> Projector<M> {
     ) -> Result<BatchOutcome, sqlx::Error> {
         let started = Instant::now();
         let mut readings = Vec::with_capacity(batch.len());
+        // Each message's stream sequence, read once; `None` for one without JetStream metadata.
+        let mut seqs: Vec<Option<u64>> = Vec::with_capacity(batch.len());
         let mut nodes: Vec<Uuid> = Vec::new();
+        let mut pending = 0;
         for message in batch {
-            let (seq, first_delivery, pending) = match message.info() {
-                Ok(info) => (info.stream_sequence, info.delivered <= 1, info.pending),
-                Err(_) => (0, false, 0),
+            let info = message.info().ok();
+            seqs.push(info.as_ref().map(|i| i.stream_sequence));
+            let (seq, first_delivery) = match &info {
+                Some(info) => (info.stream_sequence, info.delivered <= 1),
+                None => (0, false),
             };
-            self.metrics.lag.store(pending, Ordering::Relaxed);
+            pending = info.map_or(0, |i| i.pending);
             if first_delivery && seq <= checkpoint {
                 readings.push((seq, None));
                 continue;
             }
             let reading = read(seq, &message.payload);
-            if let Some(node) = reading_node(&reading) {
-                nodes.push(node.as_uuid());
+            if let Some((node, _)) = reading_origin(&reading) {
+                nodes.push(node);
             }
             readings.push((seq, Some(reading)));
         }
+        self.metrics.lag.store(pending, Ordering::Relaxed);
         nodes.sort_unstable();
         nodes.dedup();
 
@@ -478,9 +486,9 @@ impl<M: ReadModel> Projector<M> {
             .await?;
         }
         let mut next_floor = floor.clone();
-        for (message, verdict) in batch.iter().zip(&verdicts) {
-            if let Ok(info) = message.info() {
-                next_floor.record(info.stream_sequence, *verdict == Verdict::Held);
+        for (seq, verdict) in seqs.iter().zip(&verdicts) {
+            if let Some(seq) = seq {
+                next_floor.record(*seq, *verdict == Verdict::Held);
             }
         }
         let new_checkpoint = (committed as u64).max(next_floor.checkpoint());
@@ -574,10 +582,6 @@ impl Floor {
 /// The name of a schema's (or bookkeeping key's) fresh copy during a rebuild.
 pub fn rebuild_name(name: &str) -> String {
     format!("{name}_rebuild")
-}
-
-fn reading_node(reading: &Reading) -> Option<NodeId> {
-    reading_origin(reading).map(|(node, _)| NodeId::from_uuid(node))
 }
 
 fn reading_origin(reading: &Reading) -> Option<(Uuid, u64)> {

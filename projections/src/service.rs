@@ -117,18 +117,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Err(e) => tracing::warn!("the confirmed marks were not published at start: {e}"),
     }
     let metrics = Metrics::default();
-    let mut tasks = Vec::new();
-    let mut spawn = |task: JoinHandle<()>| tasks.push(task);
-    spawn(spawn_model(Audit::default(), &pool, &js, &config, &metrics));
-    spawn(spawn_model(Hospital, &pool, &js, &config, &metrics));
-    spawn(spawn_model(Insurance, &pool, &js, &config, &metrics));
-    spawn(spawn_model(
-        PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone()),
-        &pool,
-        &js,
-        &config,
-        &metrics,
-    ));
+    let mut tasks = vec![
+        spawn_model(Audit::default(), &pool, &js, &config, &metrics),
+        spawn_model(Hospital, &pool, &js, &config, &metrics),
+        spawn_model(Insurance, &pool, &js, &config, &metrics),
+        spawn_model(
+            PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone()),
+            &pool,
+            &js,
+            &config,
+            &metrics,
+        ),
+    ];
     let mut metrics_addr = None;
     if let Some(listen) = &config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen)
