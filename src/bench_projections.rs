@@ -406,6 +406,15 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
 
     pool.close().await;
     drop_database(&base, &db_name).await?;
+    delete_streams(&js, &names).await;
+    if bench.lag_seconds > 0.0 {
+        lag(&bench, &base, &js).await?;
+    }
+    Ok(())
+}
+
+/// Removes what a benchmark run made in NATS: its streams and its bucket.
+async fn delete_streams(js: &async_nats::jetstream::Context, names: &Names) {
     for stream in [
         names.events_stream(),
         names.public_stream(),
@@ -413,10 +422,6 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
     ] {
         let _ = js.delete_stream(&stream).await;
     }
-    if bench.lag_seconds > 0.0 {
-        lag(&bench, &base, &js).await?;
-    }
-    Ok(())
 }
 
 async fn drop_database(base: &sqlx::postgres::PgConnectOptions, db_name: &str) -> Result<()> {
@@ -569,12 +574,6 @@ async fn lag(
     running.stop().await;
     edge.stop().await?;
     drop_database(base, &db_name).await?;
-    for stream in [
-        names.events_stream(),
-        names.public_stream(),
-        format!("KV_{}", names.confirmed_bucket()),
-    ] {
-        let _ = js.delete_stream(&stream).await;
-    }
+    delete_streams(js, &names).await;
     Ok(())
 }
