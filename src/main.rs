@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_projections;
+mod command_cli;
 mod edge_cli;
 mod nats_config;
 mod project_cli;
@@ -38,7 +39,7 @@ enum Action {
     /// Run the staff-facing edge agent of one site (or one of its tools).
     Edge(edge_cli::EdgeArgs),
     /// Run the central command service.
-    Command,
+    Command(command_cli::CommandArgs),
     /// Run the query API.
     Query,
     /// Run the projectors that build the read models.
@@ -125,7 +126,7 @@ fn main() -> Result<()> {
             "the services (edge agent, command service, projectors, query API)",
         ),
         Action::Edge(args) => edge_cli::run(args),
-        Action::Command => not_built_yet("hms command", "the command service"),
+        Action::Command(args) => command_cli::run(args),
         Action::Query => not_built_yet("hms query", "the query API"),
         Action::Project(args) => project_cli::run(args),
         Action::Token(args) => mint_token(args),

@@ -1,2 +1,317 @@
-//! The command service: central commands on JetStream with optimistic concurrency, login, the
-//! reconciler. Built in issue 7; for now only the crate boundary exists.
+//! The command service: central commands decided with the domain against the history in
+//! JetStream and appended to HMS_EVENTS with optimistic concurrency ([`writer`]), sign-in and
+//! token issuing ([`auth`]), and what it knows of the history to decide with ([`known`],
+//! kept by the [`follower`]).
+//!
+//! Start-up: connect, make the streams if no process has, read the whole history (the chain
+//! head, every command's result and every lookup come from it), publish the token-verifying key
+//! for the edges, create the bootstrap admin on an empty history, then listen.
+
+pub mod auth;
+pub mod follower;
+pub mod http;
+pub mod known;
+pub mod limits;
+pub mod writer;
+
+use anyhow::Context as _;
+use domain::values::NodeId;
+use ed25519_dalek::SigningKey;
+use known::Known;
+use platform::streams::{self, Names};
+use platform::token::{TokenSigner, TokenVerifier};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The file in the data dir that holds the service's node key (its chain's signatures).
+pub const NODE_KEY_FILE: &str = "central-node.key";
+/// The bootstrap admin's login name (CONTRACT.md).
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub credentials: Option<(String, String)>,
+    pub names: Names,
+    pub data_dir: PathBuf,
+    pub jwt_private_key: Option<PathBuf>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub token_ttl: Duration,
+    pub bootstrap_admin_password: Option<String>,
+    /// Admins and insurers must enrol in TOTP before they may act (off for development).
+    pub require_mfa: bool,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, names: Names) -> Config {
+        Config {
+            listen: "127.0.0.1:8081".parse().expect("an address"),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            credentials: None,
+            names,
+            data_dir,
+            jwt_private_key: None,
+            jwt_public_key: None,
+            token_ttl: Duration::from_secs(15 * 60),
+            bootstrap_admin_password: None,
+            require_mfa: true,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub writer: writer::Writer,
+    pub known: Arc<RwLock<Known>>,
+    pub follower: Arc<follower::Progress>,
+    pub nats: async_nats::Client,
+    pub verifier: Arc<TokenVerifier>,
+    pub signer: Arc<TokenSigner>,
+    pub token_ttl: Duration,
+    pub node_id: NodeId,
+    pub limits: Arc<limits::LoginLimits>,
+    /// Bounds the argon2id computations running at once (each ~20 MiB and tens of ms).
+    pub hashing: Arc<tokio::sync::Semaphore>,
+    pub require_mfa: bool,
+}
+
+/// The service's node: its id is derived from its key, so the key file is its whole identity.
+pub fn node_identity(data_dir: &std::path::Path) -> anyhow::Result<(NodeId, SigningKey)> {
+    let path = data_dir.join(NODE_KEY_FILE);
+    let key = platform::keys::load_or_create_signing_key(&path)
+        .with_context(|| format!("the central node key {}", path.display()))?;
+    Ok((node_id_of(&key), key))
+}
+
+/// The node id of a central key: a UUIDv5 of its public key.
+pub fn node_id_of(key: &SigningKey) -> NodeId {
+    let namespace = uuid::Uuid::from_u128(0x6d5a_0c1e_7c3b_4f8e_9a51_2b7d_40c9_e3a1);
+    NodeId::from_uuid(uuid::Uuid::new_v5(
+        &namespace,
+        key.verifying_key().as_bytes(),
+    ))
+}
+
+/// A running command service.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shared: Shared,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Running {
+    /// Stops listening and every task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+pub async fn connect(
+    url: &str,
+    credentials: &Option<(String, String)>,
+) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect();
+    if let Some((user, password)) = credentials {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    options
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))
+}
+
+/// Starts the service; returns once it listens and has read the history.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let keys = platform::keys::resolve_jwt_keys(
+        config.jwt_private_key.as_deref(),
+        config.jwt_public_key.as_deref(),
+        &config.data_dir,
+    )
+    .context("the token keys")?
+    .load()
+    .context("reading the token keys")?;
+    let signer = keys
+        .signer()
+        .context("the command service mints tokens: HMS_JWT_PRIVATE_KEY (or a data dir to make one in) is needed")?;
+    let (node_id, node_key) = node_identity(&config.data_dir)?;
+    let client = connect(&config.nats_url, &config.credentials).await?;
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build(client.clone());
+    streams::ensure_events_stream(&js, &config.names, streams::DEFAULT_DUPLICATE_WINDOW)
+        .await
+        .context("the events stream")?;
+
+    let known = Arc::new(RwLock::new(Known::new(node_id)));
+    let progress = Arc::new(follower::Progress::default());
+    let mut tasks = Vec::new();
+    let on_event = edge_consumers(js.clone(), config.names.clone());
+    tasks.push(tokio::spawn(follower::follow(
+        js.clone(),
+        config.names.clone(),
+        known.clone(),
+        progress.clone(),
+        Some(on_event),
+    )));
+    follower::caught_up(&js, &config.names, &progress)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("reading the history")?;
+
+    publish_trust(&js, &config.names, &keys).await?;
+
+    let (writer, writer_task) = writer::start(writer::WriterParts {
+        js: js.clone(),
+        names: config.names.clone(),
+        known: known.clone(),
+        node_id,
+        key: node_key,
+    });
+    tasks.push(writer_task);
+    let shared = Shared {
+        writer,
+        known,
+        follower: progress,
+        nats: client,
+        verifier: Arc::new(keys.verifier()),
+        signer: Arc::new(signer),
+        token_ttl: config.token_ttl,
+        node_id,
+        limits: Arc::new(limits::LoginLimits::new()),
+        hashing: Arc::new(tokio::sync::Semaphore::new(2)),
+        require_mfa: config.require_mfa,
+    };
+    if let Some(password) = &config.bootstrap_admin_password {
+        bootstrap_admin(&shared, password).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, node_id = %node_id, "command service listening");
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = http::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("the command service's HTTP server stopped: {e}");
+        }
+    }));
+    Ok(Running {
+        addr,
+        shared,
+        tasks,
+        shutdown: Some(shutdown),
+    })
+}
+
+/// Makes the durable consumers of each edge node as its registration is read.
+fn edge_consumers(js: async_nats::jetstream::Context, names: Names) -> follower::OnEvent {
+    Box::new(move |_envelope, event| {
+        if let domain::Event::EdgeNodeRegistered(e) = event {
+            let (js, names) = (js.clone(), names.clone());
+            let (node, hospital) = (e.node_id.to_string(), e.hospital_id.to_string());
+            tokio::spawn(async move {
+                match streams::ensure_edge_consumers(&js, &names, &node, &hospital).await {
+                    Ok(_) => tracing::info!(%node, %hospital, "edge consumers ready"),
+                    Err(e) => tracing::error!(%node, "edge consumers not made: {e}"),
+                }
+            });
+        }
+    })
+}
+
+/// Puts the token-verifying key in the trust bucket, where every edge takes it from, so a site
+/// verifies central tokens offline.
+async fn publish_trust(
+    js: &async_nats::jetstream::Context,
+    names: &Names,
+    keys: &platform::keys::JwtKeys,
+) -> anyhow::Result<()> {
+    let bucket = streams::ensure_bucket(js, streams::trust_bucket_config(names))
+        .await
+        .context("the trust bucket")?;
+    let pem = keys.public_pem().context("encoding the token key")?;
+    let current = bucket.get(streams::TRUSTED_JWT_KEY).await.ok().flatten();
+    if current.as_deref() != Some(pem.as_bytes()) {
+        bucket
+            .put(streams::TRUSTED_JWT_KEY, pem.into_bytes().into())
+            .await
+            .context("publishing the token key")?;
+        tracing::info!("token-verifying key published for the edges");
+    }
+    Ok(())
+}
+
+/// Creates the user `admin` (role admin, organisation system) on a history that has none.
+async fn bootstrap_admin(shared: &Shared, password: &str) -> anyhow::Result<()> {
+    if shared
+        .known
+        .read()
+        .expect("known")
+        .user_by_name(BOOTSTRAP_ADMIN)
+        .is_some()
+    {
+        tracing::info!("the bootstrap admin exists; HMS_BOOTSTRAP_ADMIN_PASSWORD is not used");
+        return Ok(());
+    }
+    let user_id = domain::values::UserId::from_uuid(uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        b"hms-bootstrap-admin",
+    ));
+    let body = serde_json::json!({
+        "command_id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"hms-bootstrap-admin-command"),
+        "type": "RegisterUser",
+        "user_id": user_id,
+        "username": BOOTSTRAP_ADMIN,
+        "password": password,
+        "display_name": "Administrator",
+        "org_id": domain::values::OrgId::SYSTEM,
+        "roles": ["admin"],
+    });
+    let parsed = tokio::task::spawn_blocking(move || {
+        domain::wire::parse_command(&body, &mut |p| platform::password::hash(p.expose()))
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("HMS_BOOTSTRAP_ADMIN_PASSWORD: {e:?}"))?;
+    let actor = domain::command::Actor {
+        user_id,
+        org_id: domain::values::OrgId::SYSTEM,
+        roles: vec![domain::values::Role::Admin],
+        patient_id: None,
+    };
+    let request = writer::CommandRequest {
+        parsed,
+        actor,
+        correlation_id: uuid::Uuid::now_v7(),
+        traceparent: None,
+    };
+    match shared.writer.submit(request).await {
+        writer::Reply::Recorded(_) => {
+            tracing::info!(user_id = %user_id, "bootstrap admin `admin` created");
+            Ok(())
+        }
+        writer::Reply::AlreadyRecorded(_) => Ok(()),
+        writer::Reply::Refused(r) => anyhow::bail!("the bootstrap admin was refused: {r}"),
+        writer::Reply::Unavailable(d) => anyhow::bail!("the bootstrap admin was not recorded: {d}"),
+    }
+}

@@ -9,6 +9,23 @@ use crate::rejection::FieldError;
 use crate::values::*;
 use serde_json::{Map, Value};
 
+/// One event as the command's answer names it (CONTRACT.md: the 201 body).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedEvent {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub aggregate_id: uuid::Uuid,
+    pub aggregate_version: u64,
+}
+
+/// What a command answered (`201`, and `200` to a retry of the same `command_id`): the same
+/// shape from an edge and from the command service.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandResult {
+    pub command_id: CommandId,
+    pub events: Vec<RecordedEvent>,
+}
+
 /// Why a body could not become a command.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {

@@ -102,21 +102,7 @@ pub enum LogError {
     Unencodable(#[from] envelope::EncodeError),
 }
 
-/// One event as the command's answer names it (CONTRACT.md: the 201 body).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecordedEvent {
-    pub event_id: EventId,
-    pub event_type: String,
-    pub aggregate_id: Uuid,
-    pub aggregate_version: u64,
-}
-
-/// What a command answered: kept by `command_id` and given again to a retry.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CommandResult {
-    pub command_id: CommandId,
-    pub events: Vec<RecordedEvent>,
-}
+pub use domain::wire::{CommandResult, RecordedEvent};
 
 /// Who this node is and whose: kept in the log from its first start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -224,6 +224,13 @@ impl JwtKeys {
     pub fn verifier(&self) -> TokenVerifier {
         TokenVerifier::from_verifying_key(&self.verifying)
     }
+
+    /// The verifying key as SPKI PEM: what edges are given to trust.
+    pub fn public_pem(&self) -> Result<String, KeyError> {
+        self.verifying
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Encode(e.to_string()))
+    }
 }
 
 /// The verifier of a process that only checks tokens (an edge): the configured public key, or

@@ -1,0 +1,248 @@
+//! The command service's HTTP API (CONTRACT.md): `POST /v1/commands` for every command,
+//! `POST /v1/auth/login` and `/v1/auth/refresh`, health. Every error leaves as
+//! `application/problem+json` through [`ApiError`].
+
+use crate::Shared;
+use crate::auth;
+use crate::writer::{CommandRequest, Reply};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::command::{Actor, CommandKind};
+use domain::rejection::{FieldError, Rejection};
+use domain::wire::{self, ParseError};
+use platform::problem::Problem;
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The largest body accepted (CONTRACT.md: 413 above it).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a request waits for JetStream to take its events before it gets 503.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/v1/commands", post(post_command))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+/// Everything a request can fail with; internal details are logged, never sent.
+#[derive(Debug)]
+pub enum ApiError {
+    Malformed(String),
+    Unauthorized(String),
+    /// A login that needs its TOTP code (CONTRACT.md: 401 with `"mfa_required": true`).
+    MfaRequired(String),
+    Refused(Rejection),
+    Invalid(Vec<FieldError>),
+    TooLarge,
+    NoRoute,
+    Internal(String),
+    Unavailable(String),
+    TooManyRequests(u64),
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::Refused(r)
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::Malformed(detail) => ApiError::Malformed(detail),
+            ParseError::Invalid(errors) => ApiError::Invalid(errors),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            ApiError::Malformed(detail) => Problem::bad_request(detail),
+            ApiError::Unauthorized(detail) => Problem::unauthorized(detail),
+            ApiError::MfaRequired(detail) => {
+                Problem::unauthorized(detail).with("mfa_required", true)
+            }
+            ApiError::Refused(rejection) => Problem::from(&rejection),
+            ApiError::Invalid(errors) => {
+                Problem::invalid_fields(errors.iter().map(Into::into).collect())
+            }
+            ApiError::TooLarge => Problem::payload_too_large(MAX_BODY_BYTES),
+            ApiError::NoRoute => Problem::not_found("no such route"),
+            ApiError::Internal(detail) => {
+                tracing::error!("request failed: {detail}");
+                Problem::internal()
+            }
+            ApiError::Unavailable(detail) => Problem::unavailable(detail),
+            ApiError::TooManyRequests(seconds) => Problem::too_many_requests(seconds),
+        };
+        tracing::debug!(
+            status = problem.status,
+            "request refused: {}",
+            problem.detail
+        );
+        problem.into_response()
+    }
+}
+
+/// A signed-in user, from the bearer token: 401 for none or a bad one.
+#[derive(Debug)]
+pub struct SignedIn(pub Actor);
+
+impl FromRequestParts<Shared> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("an Authorization: Bearer token is required".into())
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
+            })?;
+        let claims = shared
+            .verifier
+            .verify(token.trim())
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        Ok(SignedIn(claims.actor()))
+    }
+}
+
+/// A request body read as JSON: over the limit is a 413, anything not JSON a 400.
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::Malformed(e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))
+}
+
+/// 503 at once when JetStream is out of reach: a central command cannot be recorded without it.
+pub(crate) fn require_nats(shared: &Shared) -> Result<(), ApiError> {
+    if shared.nats.connection_state() == async_nats::connection::State::Connected {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(
+            "NATS JetStream, where central commands are recorded, cannot be reached; nothing was recorded, try again later".into(),
+        ))
+    }
+}
+
+/// Hands a request to the writer and waits (bounded) for its answer.
+pub(crate) async fn write(
+    submit: impl std::future::Future<Output = Reply>,
+) -> Result<Reply, ApiError> {
+    tokio::time::timeout(WRITE_TIMEOUT, submit).await.map_err(|_| {
+        ApiError::Unavailable(
+            "JetStream did not take the events in time; the command may still be recorded: send it again with the same command_id to learn its result".into(),
+        )
+    })
+}
+
+async fn post_command(
+    State(shared): State<Shared>,
+    SignedIn(actor): SignedIn,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = json_body(body)?;
+    let (command_id, kind) = wire::peek(&value)?;
+    // A retry is answered from what is known, without parsing (or hashing) anything.
+    if let Some(first) = shared
+        .known
+        .read()
+        .expect("known")
+        .command(command_id)
+        .cloned()
+    {
+        return Ok((StatusCode::OK, Json(first)).into_response());
+    }
+    require_nats(&shared)?;
+    let parsed = if kind == CommandKind::RegisterUser {
+        // argon2id takes tens of milliseconds of a core: off the async threads, a few at once.
+        let _permit = shared
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Internal("the password hashing is closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            wire::parse_command(&value, &mut |p| platform::password::hash(p.expose()))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("parsing failed: {e}")))??
+    } else {
+        wire::parse_command(&value, &mut |p| platform::password::hash(p.expose()))?
+    };
+    let request = CommandRequest {
+        parsed,
+        actor,
+        correlation_id: correlation_id(&headers),
+        traceparent: traceparent(&headers),
+    };
+    match write(shared.writer.submit(request)).await? {
+        Reply::Recorded(result) => Ok((StatusCode::CREATED, Json(result)).into_response()),
+        Reply::AlreadyRecorded(result) => Ok((StatusCode::OK, Json(result)).into_response()),
+        Reply::Refused(rejection) => Err(rejection.into()),
+        Reply::Unavailable(detail) => Err(ApiError::Unavailable(detail)),
+    }
+}
+
+/// A well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), as sent.
+fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then(|| value.to_owned())
+}
+
+/// The trace id of a W3C `traceparent`, so the events of a request share its trace.
+fn correlation_id(headers: &axum::http::HeaderMap) -> Uuid {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|id| id.len() == 32)
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .filter(|id| !id.is_nil())
+        .unwrap_or_else(Uuid::now_v7)
+}
+
+async fn readyz(State(shared): State<Shared>) -> Result<Json<Value>, ApiError> {
+    require_nats(&shared)?;
+    let known = shared.known.read().expect("known");
+    Ok(Json(json!({
+        "status": "ready",
+        "node_id": shared.node_id.to_string(),
+        "chain_head": known.head().map(|h| h.node_seq).unwrap_or(0),
+        "history_read": shared.follower.read.load(std::sync::atomic::Ordering::Relaxed),
+    })))
+}
