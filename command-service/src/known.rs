@@ -186,6 +186,31 @@ impl Known {
         Folded::Applied
     }
 
+    /// Folds an event that is not in the stream yet (a reconciler's answer, folded right after
+    /// its cause): its state only, no chain or command bookkeeping.
+    pub fn fold_pending(&mut self, event: &Event, stamp: &domain::state::Stamp) {
+        let entry = self.aggregates.entry(event.aggregate()).or_default();
+        let before = entry.state.take();
+        let after = evolve(before.clone(), event, stamp);
+        entry.version += 1;
+        entry.state = after.clone();
+        self.reindex(before.as_ref(), after.as_ref());
+    }
+
+    /// Records that an event was seen in the stream without folding it again (it was folded
+    /// before it got there).
+    pub fn mark_seen(&mut self, envelope: &Envelope, stream_seq: u64) {
+        self.stream_seq = self.stream_seq.max(stream_seq);
+        self.nodes
+            .entry(envelope.origin.node_id)
+            .or_default()
+            .insert(envelope.origin.node_seq);
+        let key = AggregateRef::new(envelope.aggregate_type, envelope.aggregate_id);
+        if let Some(entry) = self.aggregates.get_mut(&key) {
+            entry.last_seq = entry.last_seq.max(stream_seq);
+        }
+    }
+
     /// Keeps the lookups in step with one aggregate's change.
     fn reindex(&mut self, before: Option<&AggregateState>, after: Option<&AggregateState>) {
         match (before, after) {

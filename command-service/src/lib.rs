@@ -1,6 +1,7 @@
 //! The command service: central commands decided with the domain against the history in
 //! JetStream and appended to HMS_EVENTS with optimistic concurrency ([`writer`]), sign-in and
-//! token issuing ([`auth`]), and what it knows of the history to decide with ([`known`],
+//! token issuing ([`auth`]), the [`reconciler`] that answers the clashes of offline sites, and
+//! what it knows of the history to decide with ([`known`],
 //! kept by the [`follower`]).
 //!
 //! Start-up: connect, make the streams if no process has, read the whole history (the chain
@@ -12,6 +13,7 @@ pub mod follower;
 pub mod http;
 pub mod known;
 pub mod limits;
+pub mod reconciler;
 pub mod writer;
 
 use anyhow::Context as _;
@@ -77,6 +79,7 @@ pub struct Shared {
     /// Bounds the argon2id computations running at once (each ~20 MiB and tens of ms).
     pub hashing: Arc<tokio::sync::Semaphore>,
     pub require_mfa: bool,
+    pub reconciler: Arc<reconciler::Progress>,
 }
 
 /// The service's node: its id is derived from its key, so the key file is its whole identity.
@@ -182,6 +185,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         key: node_key,
     });
     tasks.push(writer_task);
+    let reconciled = Arc::new(reconciler::Progress::default());
+    tasks.push(tokio::spawn(reconciler::run(
+        js.clone(),
+        config.names.clone(),
+        node_id,
+        writer.clone(),
+        reconciled.clone(),
+    )));
     let shared = Shared {
         writer,
         known,
@@ -194,6 +205,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limits: Arc::new(limits::LoginLimits::new()),
         hashing: Arc::new(tokio::sync::Semaphore::new(2)),
         require_mfa: config.require_mfa,
+        reconciler: reconciled,
     };
     if let Some(password) = &config.bootstrap_admin_password {
         bootstrap_admin(&shared, password).await?;

@@ -1,0 +1,171 @@
+//! The reconciler: reads HMS_EVENTS in order and answers the clashes of offline sites with the
+//! events of ARCHITECTURE.md's conflict rules ([`domain::conflict::answer`]), appended through
+//! the writer in this service's chain.
+//!
+//! It folds the history into its own [`Known`], strictly in stream order, and folds each
+//! answer right after its cause (as the rules require: a booking that lost its slot no longer
+//! holds it); when the answer comes back through the stream it is not folded twice.
+//!
+//! An answer's event id and command id are derived from its cause's event id, so the same
+//! history always gives the same answers: after a restart (which reads the history again from
+//! the start) or a redelivery, the writer finds the command already recorded and appends
+//! nothing.
+
+use crate::known::Known;
+use crate::writer::{Facts, Reply, Writer};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use domain::envelope::{self, Envelope};
+use domain::event::Event;
+use domain::state::Stamp;
+use domain::values::{CommandId, EventId, NodeId, Role, UserId};
+use futures::StreamExt;
+use platform::streams::Names;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The user id the reconciler's answers are recorded under.
+pub fn reconciler_user() -> UserId {
+    UserId::from_uuid(Uuid::new_v5(&Uuid::NAMESPACE_OID, b"hms-reconciler"))
+}
+
+/// The id of the answer of type `event_type` to the event `cause`.
+pub fn answer_id(cause: EventId, event_type: &str) -> EventId {
+    let mut name = Uuid::from(cause).as_bytes().to_vec();
+    name.extend_from_slice(event_type.as_bytes());
+    EventId::from_uuid(Uuid::new_v5(&Uuid::NAMESPACE_OID, &name))
+}
+
+/// Where the reconciler is.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The stream sequence of the last message judged.
+    pub read: AtomicU64,
+    /// Answers appended (or found already appended) since start.
+    pub answers: AtomicU64,
+}
+
+/// Runs until the task is dropped.
+pub async fn run(
+    js: async_nats::jetstream::Context,
+    names: Names,
+    own_node: NodeId,
+    writer: Writer,
+    progress: Arc<Progress>,
+) {
+    let mut state = State {
+        known: Known::new(own_node),
+        folded_ahead: HashSet::new(),
+    };
+    let mut failures = 0u32;
+    loop {
+        let from = progress.read.load(Ordering::Relaxed) + 1;
+        match judge_from(&js, &names, from, &mut state, &writer, &progress).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(from, "the reconciler stopped reading: {e}");
+            }
+        }
+        tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(5))).await;
+    }
+}
+
+struct State {
+    known: Known,
+    /// Answers folded right after their cause, not yet seen coming back through the stream.
+    folded_ahead: HashSet<EventId>,
+}
+
+async fn judge_from(
+    js: &async_nats::jetstream::Context,
+    names: &Names,
+    from: u64,
+    state: &mut State,
+    writer: &Writer,
+    progress: &Progress,
+) -> Result<(), String> {
+    let stream = js
+        .get_stream(names.events_stream())
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        if let Some(facts) = judge(state, seq, &message.payload) {
+            append(writer, facts, progress).await;
+        }
+        progress.read.store(seq, Ordering::Relaxed);
+    }
+    Err("the consumer ended".into())
+}
+
+/// Folds one message and returns the answers it calls for, if any.
+fn judge(state: &mut State, seq: u64, payload: &[u8]) -> Option<Facts> {
+    let envelope: Envelope = serde_json::from_slice(payload).ok()?;
+    let event = envelope.event().ok()?;
+    if state.folded_ahead.remove(&envelope.event_id) {
+        state.known.mark_seen(&envelope, seq);
+        return None;
+    }
+    let stamp = envelope.stamp();
+    let answers = domain::conflict::answer(&state.known, &event, &stamp);
+    if state.known.fold(&envelope, &event, seq) == crate::known::Folded::Duplicate {
+        // A re-sent event was judged when it first arrived.
+        return None;
+    }
+    if answers.is_empty() {
+        return None;
+    }
+    let events: Vec<(EventId, Event)> = answers
+        .into_iter()
+        .map(|answer| (answer_id(envelope.event_id, answer.event_type()), answer))
+        .collect();
+    for (id, answer) in &events {
+        let answer_stamp = Stamp {
+            event_id: *id,
+            occurred_at: envelope.occurred_at,
+            node_id: state.known.own_node(),
+        };
+        state.known.fold_pending(answer, &answer_stamp);
+        state.folded_ahead.insert(*id);
+    }
+    tracing::info!(cause = %envelope.event_id, cause_type = %envelope.event_type,
+        answers = ?events.iter().map(|(_, e)| e.event_type()).collect::<Vec<_>>(),
+        "a clash answered");
+    let cause: Uuid = envelope.event_id.into();
+    Some(Facts {
+        command_id: CommandId::from_uuid(Uuid::new_v5(&cause, b"hms-reconciler-answer")),
+        actor: envelope::Actor {
+            user_id: reconciler_user(),
+            role: Role::Admin,
+        },
+        correlation_id: envelope.correlation_id,
+        causation_id: cause,
+        events,
+    })
+}
+
+/// Appends the answers; the writer retries until JetStream takes them.
+async fn append(writer: &Writer, facts: Facts, progress: &Progress) {
+    let command_id = facts.command_id;
+    match writer.record(facts).await {
+        Reply::Recorded(_) | Reply::AlreadyRecorded(_) => {
+            progress.answers.fetch_add(1, Ordering::Relaxed);
+        }
+        Reply::Refused(r) => tracing::error!(%command_id, "an answer was refused: {r}"),
+        Reply::Unavailable(d) => tracing::warn!(%command_id, "an answer was not appended: {d}"),
+    }
+}

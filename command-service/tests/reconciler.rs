@@ -1,0 +1,184 @@
+//! The reconciler against real NATS: two offline sites send facts that clash, and each clash
+//! of ARCHITECTURE.md's table is answered once, also across a restart of the service.
+
+mod support;
+
+use domain::event::*;
+use domain::values::*;
+use support::*;
+use uuid::Uuid;
+
+fn at(s: &str) -> Timestamp {
+    Timestamp::new(s.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_clash_of_two_offline_sites_is_answered_once() {
+    let mut service = Service::spawn().await;
+    let h = HospitalId::from_uuid(Uuid::now_v7());
+    let (mut a, mut b) = (Site::new(Role::Doctor), Site::new(Role::Doctor));
+    let doctor = UserId::from_uuid(Uuid::now_v7());
+    let patient = PatientId::from_uuid(Uuid::now_v7());
+    let booked = |id: AppointmentId, starts: &str| AppointmentBooked {
+        appointment_id: id,
+        hospital_id: h,
+        patient_id: patient,
+        doctor_id: doctor,
+        starts_at: at(starts),
+        duration_minutes: DurationMinutes::new(30).unwrap(),
+        reason: ShortText::parse("check-up").unwrap(),
+        booked_by: doctor,
+    };
+    let (kept, clashing) = (
+        AppointmentId::from_uuid(Uuid::now_v7()),
+        AppointmentId::from_uuid(Uuid::now_v7()),
+    );
+    let closed = AppointmentId::from_uuid(Uuid::now_v7());
+    let drug = DrugCode::parse("AMOX500").unwrap();
+    let stock = StockItemId::for_drug(h, &drug);
+    let nid = NationalId::parse("NID-778899").unwrap();
+    let (first_patient, second_patient) = (
+        PatientId::from_uuid(Uuid::now_v7()),
+        PatientId::from_uuid(Uuid::now_v7()),
+    );
+    let registered = |id: PatientId| PatientRegistered {
+        patient_id: id,
+        hospital_id: h,
+        name: Name::parse("Baraka Mwangi").unwrap(),
+        birth_date: BirthDate::parse("1990-01-02").unwrap(),
+        sex: Sex::Male,
+        national_id: Some(nid.clone()),
+        phone: None,
+        region_code: None,
+    };
+    let (claim, insurer, plan, invoice) = (
+        ClaimId::from_uuid(Uuid::now_v7()),
+        InsurerId::from_uuid(Uuid::now_v7()),
+        PlanId::from_uuid(Uuid::now_v7()),
+        InvoiceId::from_uuid(Uuid::now_v7()),
+    );
+    let submitted = || ClaimSubmitted {
+        claim_id: claim,
+        hospital_id: h,
+        insurer_id: insurer,
+        plan_id: plan,
+        invoice_id: invoice,
+        patient_id: patient,
+        member_id: MemberId::parse("AFYA-9").unwrap(),
+        currency: Currency::parse("KES").unwrap(),
+        claimed_cents: 5000,
+        lines: vec![],
+    };
+
+    let mut history = vec![
+        // A doctor booked for overlapping times at two sites.
+        a.record(booked(kept, "2026-12-01T10:00:00Z")),
+        b.record(booked(clashing, "2026-12-01T10:15:00Z")),
+        // A state change on something already closed.
+        a.record(booked(closed, "2026-12-02T10:00:00Z")),
+        a.record(AppointmentApproved {
+            appointment_id: closed,
+            hospital_id: h,
+            reason: None,
+            approved_by: doctor,
+        }),
+        a.record(AppointmentCompleted {
+            appointment_id: closed,
+            hospital_id: h,
+            summary: None,
+        }),
+        b.record(AppointmentCancelled {
+            appointment_id: closed,
+            hospital_id: h,
+            reason: ShortText::parse("patient travelling").unwrap(),
+            cancelled_by: doctor,
+        }),
+        // Stock dispensed past zero.
+        a.record(StockReceived {
+            stock_item_id: stock,
+            hospital_id: h,
+            drug_code: drug.clone(),
+            name: Name::parse("Amoxicillin").unwrap(),
+            quantity: Quantity::new(5).unwrap(),
+            batch: None,
+            expires_on: None,
+        }),
+        a.record(StockDispensed {
+            stock_item_id: stock,
+            hospital_id: h,
+            drug_code: drug.clone(),
+            quantity: Quantity::new(4).unwrap(),
+            prescription_id: PrescriptionId::from_uuid(Uuid::now_v7()),
+        }),
+        b.record(StockDispensed {
+            stock_item_id: stock,
+            hospital_id: h,
+            drug_code: drug.clone(),
+            quantity: Quantity::new(4).unwrap(),
+            prescription_id: PrescriptionId::from_uuid(Uuid::now_v7()),
+        }),
+        // The same person registered at two sites.
+        a.record(registered(first_patient)),
+        b.record(registered(second_patient)),
+        // A claim changed by the hospital after the insurer decided.
+        a.record(submitted()),
+        b.record(ClaimApproved {
+            claim_id: claim,
+            hospital_id: h,
+            insurer_id: insurer,
+            approved_cents: 4000,
+            decided_by: doctor,
+        }),
+    ];
+    history.push(a.record(submitted()));
+    publish(&service.nats_url, &service.prefix, &history).await;
+
+    let answers = wait_for_answers(&service.nats_url, &service.prefix, 5).await;
+    let of = |t: &str| -> Vec<&domain::envelope::Envelope> {
+        answers.iter().filter(|e| e.event_type == t).collect()
+    };
+    let conflict = of("AppointmentConflictDetected");
+    assert_eq!(conflict.len(), 1, "{answers:#?}");
+    assert_eq!(conflict[0].aggregate_id, Uuid::from(clashing));
+    assert_eq!(
+        conflict[0].payload["conflicting_appointment_id"],
+        kept.to_string()
+    );
+    let late = of("TransitionRejected");
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].aggregate_id, Uuid::from(closed));
+    assert_eq!(
+        late[0].payload["rejected_event_type"],
+        "AppointmentCancelled"
+    );
+    let flagged = of("StockDiscrepancyFlagged");
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(flagged[0].payload["balance"], -3);
+    let duplicate = of("DuplicatePatientSuspected");
+    assert_eq!(duplicate.len(), 1);
+    assert_eq!(duplicate[0].aggregate_id, Uuid::from(second_patient));
+    assert_eq!(
+        duplicate[0].payload["existing_patient_id"],
+        first_patient.to_string()
+    );
+    let amendment = of("ClaimAmendmentRejected");
+    assert_eq!(amendment.len(), 1);
+    assert_eq!(amendment[0].aggregate_id, Uuid::from(claim));
+    assert_eq!(answers.len(), 5, "{answers:#?}");
+
+    // A restart reads the history again: the same answers, none appended twice.
+    service.stop().await;
+    service.start().await;
+    let mut c = Site::new(Role::Receptionist);
+    let later = c.record(registered(PatientId::from_uuid(Uuid::now_v7())));
+    publish(&service.nats_url, &service.prefix, &[later]).await;
+    let answers = wait_for_answers(&service.nats_url, &service.prefix, 6).await;
+    assert_eq!(
+        answers.len(),
+        6,
+        "only the new duplicate is answered: {answers:#?}"
+    );
+    let all = stream_contents(&service.nats_url, &service.prefix).await;
+    // The bootstrap admin and six answers, in one unbroken chain.
+    assert_eq!(verify_central_chain(&all, service.data.path()), 7);
+}
