@@ -34,6 +34,9 @@ enum BenchWhat {
     /// A history rebuilt into all four read models, beside a raw batched insert of as many
     /// rows into a table of the audit events' shape.
     Projections(crate::bench_projections::ProjectionsBench),
+    /// Central commands on existing aggregates from concurrent clients, beside raw JetStream
+    /// publishes with the same expected-sequence header.
+    Command(crate::bench_command::CommandBench),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +71,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchWhat::Edge(bench) => runtime.block_on(edge(bench)),
         BenchWhat::Sync(bench) => runtime.block_on(sync(bench)),
         BenchWhat::Projections(bench) => runtime.block_on(crate::bench_projections::run(bench)),
+        BenchWhat::Command(bench) => runtime.block_on(crate::bench_command::run(bench)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! dispatches; each service crate owns its own `run`.
 
 mod bench;
+mod bench_command;
 mod bench_projections;
 mod command_cli;
 mod edge_cli;

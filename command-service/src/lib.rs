@@ -21,7 +21,7 @@ use domain::values::NodeId;
 use ed25519_dalek::SigningKey;
 use known::Known;
 use platform::streams::{self, Names};
-use platform::token::{TokenSigner, TokenVerifier};
+use platform::token::{CachingVerifier, TokenSigner};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -71,7 +71,9 @@ pub struct Shared {
     pub known: Arc<RwLock<Known>>,
     pub follower: Arc<follower::Progress>,
     pub nats: async_nats::Client,
-    pub verifier: Arc<TokenVerifier>,
+    /// Verifies bearer tokens, remembering those already checked (an Ed25519 verification
+    /// per request would cost more than the rest of a command).
+    pub verifier: Arc<CachingVerifier>,
     pub signer: Arc<TokenSigner>,
     pub token_ttl: Duration,
     pub node_id: NodeId,
@@ -198,7 +200,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         known,
         follower: progress,
         nats: client,
-        verifier: Arc::new(keys.verifier()),
+        verifier: Arc::new(CachingVerifier::new(keys.verifier(), 10_000)),
         signer: Arc::new(signer),
         token_ttl: config.token_ttl,
         node_id,

@@ -1,0 +1,294 @@
+//! `hms bench command`: the command service under concurrent clients deciding commands on
+//! existing aggregates (insurers updating their plans' terms: each a read of the aggregate, a
+//! decision, a signed event appended with `Nats-Expected-Last-Subject-Sequence`), beside raw
+//! JetStream publishes with the same header from as many concurrent publishers, measured in the
+//! same run.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use domain::values::{OrgId, Role, UserId};
+use platform::streams::Names;
+use platform::token::Claims;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Args)]
+pub struct CommandBench {
+    /// Seconds of load on each side.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Concurrent clients (and raw publishers).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Aggregates the commands go to (plans), shared out among the clients.
+    #[arg(long, default_value_t = 1000)]
+    aggregates: usize,
+    #[arg(long, env = "HMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+/// What one side measured.
+struct Figures {
+    done: u64,
+    errors: u64,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.done as f64 / self.seconds
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index].as_secs_f64() * 1e3
+    }
+
+    fn line(&self, name: &str, unit: &str) -> String {
+        format!(
+            "{name:<40} {:>9.0} {unit}/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} done, {} errors)",
+            self.rate(),
+            self.percentile(0.50),
+            self.percentile(0.99),
+            self.done,
+            self.errors
+        )
+    }
+
+    fn merge(parts: Vec<(u64, u64, Vec<Duration>)>, seconds: f64) -> Figures {
+        let mut figures = Figures {
+            done: 0,
+            errors: 0,
+            seconds,
+            latencies: Vec::new(),
+        };
+        for (done, errors, latencies) in parts {
+            figures.done += done;
+            figures.errors += errors;
+            figures.latencies.extend(latencies);
+        }
+        figures.latencies.sort();
+        figures
+    }
+}
+
+pub async fn run(bench: CommandBench) -> Result<()> {
+    if bench.clients == 0 || bench.aggregates < bench.clients {
+        bail!("--aggregates must be at least --clients, and --clients at least 1");
+    }
+    let raw = raw_publishes(&bench).await?;
+    let service = service_run(&bench).await?;
+    println!(
+        "hms bench command: {} concurrent clients, {:.0} s each\n",
+        bench.clients, bench.seconds
+    );
+    println!(
+        "{}",
+        raw.line("raw JetStream publish, expected-seq", "msgs")
+    );
+    println!(
+        "{}",
+        service.line("command service, UpdatePlanTerms", "commands")
+    );
+    println!(
+        "\nratio command service / raw publish: {:.2} (target 0.60)",
+        service.rate() / raw.rate().max(1.0)
+    );
+    if service.errors > 0 || raw.errors > 0 {
+        bail!(
+            "{} commands and {} raw publishes failed",
+            service.errors,
+            raw.errors
+        );
+    }
+    Ok(())
+}
+
+/// Each publisher owns some subjects and appends to them in turn, each publish carrying the
+/// subject's last sequence and awaited before the next (as a client awaits its answer).
+async fn raw_publishes(bench: &CommandBench) -> Result<Figures> {
+    let names = Names::new(&bench_prefix())?;
+    let client = async_nats::connect(&bench.nats_url)
+        .await
+        .with_context(|| format!("connecting to {}", bench.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    platform::streams::ensure_events_stream(
+        &js,
+        &names,
+        platform::streams::DEFAULT_DUPLICATE_WINDOW,
+    )
+    .await?;
+    let body = bytes::Bytes::from(vec![b'x'; 600]);
+    let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_client = bench.aggregates / bench.clients;
+    for client_index in 0..bench.clients {
+        let (js, body, prefix) = (js.clone(), body.clone(), names.prefix().to_owned());
+        tasks.spawn(async move {
+            let subjects: Vec<String> = (0..per_client)
+                .map(|i| format!("{prefix}.events.x.plan.{client_index}-{i}"))
+                .collect();
+            let mut last = vec![0u64; subjects.len()];
+            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let k = i % subjects.len();
+                i += 1;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", Uuid::now_v7().to_string().as_str());
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    last[k].to_string().as_str(),
+                );
+                let sent = Instant::now();
+                let ack = match js
+                    .publish_with_headers(subjects[k].clone(), headers, body.clone())
+                    .await
+                {
+                    Ok(future) => future.await,
+                    Err(e) => Err(e),
+                };
+                match ack {
+                    Ok(ack) => {
+                        last[k] = ack.sequence;
+                        latencies.push(sent.elapsed());
+                        done += 1;
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (done, errors, latencies)
+        });
+    }
+    let mut parts = Vec::new();
+    while let Some(part) = tasks.join_next().await {
+        parts.push(part?);
+    }
+    let figures = Figures::merge(parts, started.elapsed().as_secs_f64());
+    let _ = js.delete_stream(names.events_stream()).await;
+    Ok(figures)
+}
+
+/// The command service on a fresh prefix: an insurer with plans, then every client updates
+/// its plans' terms in turn.
+async fn service_run(bench: &CommandBench) -> Result<Figures> {
+    let data = tempfile::tempdir()?;
+    let names = Names::new(&bench_prefix())?;
+    let mut config = command_service::Config::new(data.path().to_owned(), names.clone());
+    config.listen = "127.0.0.1:0".parse()?;
+    config.nats_url = bench.nats_url.clone();
+    config.require_mfa = false;
+    let running = command_service::start(config).await?;
+    let url = format!("http://{}/v1/commands", running.addr);
+    let signer = running.shared.signer.clone();
+    let token = |org: Uuid, role: Role| {
+        signer.mint(&Claims::new(
+            UserId::from_uuid(Uuid::now_v7()),
+            OrgId::from_uuid(org),
+            vec![role],
+            None,
+            3600,
+            platform::token::unix_now(),
+        ))
+    };
+    let http = reqwest::Client::new();
+    let insurer = Uuid::now_v7();
+    let admin = token(Uuid::nil(), Role::Admin);
+    let insurer_token = token(insurer, Role::Insurer);
+    let post = |token: String, body: serde_json::Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(&url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                r.status() == 201,
+                "setup command refused: {}",
+                r.text().await?
+            );
+            Ok::<(), anyhow::Error>(())
+        }
+    };
+    post(
+        admin,
+        json!({"command_id": Uuid::now_v7(), "type": "RegisterInsurer",
+        "insurer_id": insurer, "name": "Bench Mutual"}),
+    )
+    .await?;
+    let plans: Vec<Uuid> = (0..bench.aggregates).map(|_| Uuid::now_v7()).collect();
+    let publish_plans = plans.iter().map(|plan| {
+        post(
+            insurer_token.clone(),
+            json!({"command_id": Uuid::now_v7(), "type": "PublishPlan",
+            "plan_id": plan, "insurer_id": insurer, "name": "Afya Gold", "currency": "KES",
+            "premium_cents": 250000, "coverage": [{"service_code": "CONSULT", "percent": 80,
+            "cap_cents": 1000000}]}),
+        )
+    });
+    futures::future::try_join_all(publish_plans).await?;
+
+    let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_client = bench.aggregates / bench.clients;
+    for client_index in 0..bench.clients {
+        let mine: Vec<Uuid> =
+            plans[client_index * per_client..(client_index + 1) * per_client].to_vec();
+        let (url, token) = (url.clone(), insurer_token.clone());
+        tasks.spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("a client");
+            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let plan = mine[(i as usize) % mine.len()];
+                i += 1;
+                let body = json!({"command_id": Uuid::now_v7(), "type": "UpdatePlanTerms",
+                    "plan_id": plan, "premium_cents": 250000 + i});
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                        let _ = r.bytes().await;
+                        latencies.push(sent.elapsed());
+                        done += 1;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (done, errors, latencies)
+        });
+    }
+    let mut parts = Vec::new();
+    while let Some(part) = tasks.join_next().await {
+        parts.push(part?);
+    }
+    let figures = Figures::merge(parts, started.elapsed().as_secs_f64());
+    running.stop().await;
+    let client = async_nats::connect(&bench.nats_url).await?;
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(names.events_stream())
+        .await;
+    Ok(figures)
+}
+
+fn bench_prefix() -> String {
+    format!("bench{}", &Uuid::now_v7().simple().to_string()[20..])
+}
