@@ -41,6 +41,11 @@ pub fn register(
     ])
 }
 
+/// `CentralNodeRegistered` shares this aggregate type (node ids are one namespace) but is left
+/// out on purpose: an [`EdgeNode`] is a hospital's site, and the central node belongs to no
+/// hospital. Its key is kept by the audit model's node keys, not by a state here; so the
+/// central node's id names no edge node, and `RegisterEdgeNode` for it would not be refused as
+/// "already registered" by this state.
 pub fn evolve(state: Option<EdgeNode>, event: &Event, _stamp: &Stamp) -> Option<EdgeNode> {
     match (state, event) {
         (None, Event::EdgeNodeRegistered(e)) => Some(EdgeNode {

@@ -151,6 +151,25 @@ events! {
     RoleRevoked (v 1) { user_id: UserId, org_id: OrgId, role: Role }
     UserDeactivated (v 1) { user_id: UserId, org_id: OrgId }
     EdgeNodeRegistered (v 1) { node_id: NodeId, hospital_id: HospitalId, public_key: NodePublicKey }
+    /// The central command service's own node announcing the key its chain is signed with,
+    /// recorded (self-signed) as that chain's first event. On the `edge_node` aggregate, so
+    /// that node ids are one namespace, but it makes no [`crate::edge_node::EdgeNode`] state:
+    /// the central node belongs to no hospital. Its tenant is the system.
+    CentralNodeRegistered (v 1) { node_id: NodeId, public_key: NodePublicKey }
+
+    // --- identity (recorded by the command service itself, not decided from a command) ----
+    /// A login succeeded; `mfa` tells whether a TOTP code was checked. An audit fact: it
+    /// changes no state.
+    UserLoggedIn (v 1) { user_id: UserId, org_id: OrgId, mfa: bool }
+    /// A login of a known user was refused. An audit fact: it changes no state.
+    LoginFailed (v 1) { user_id: UserId, org_id: OrgId, reason: LoginFailure }
+    /// A TOTP enrolment began. The secret is derived by the command service from its own key
+    /// and this nonce, so the secret is never in an event. Replaces an earlier pending one.
+    MfaEnrolmentStarted (v 1) { user_id: UserId, org_id: OrgId, secret_nonce: SecretNonce }
+    /// The enrolment was confirmed with a first valid code: from now on the user's logins need
+    /// a code from the secret of this nonce.
+    MfaEnabled (v 1) { user_id: UserId, org_id: OrgId, secret_nonce: SecretNonce }
+
     /// Recorded on the merged patient: from now on it points to the survivor.
     PatientMerged (v 1) {
         merged_patient_id: PatientId, surviving_patient_id: PatientId, hospital_id: HospitalId,
@@ -314,6 +333,11 @@ impl Event {
             Event::RoleRevoked(e) => R::new(T::User, e.user_id),
             Event::UserDeactivated(e) => R::new(T::User, e.user_id),
             Event::EdgeNodeRegistered(e) => R::new(T::EdgeNode, e.node_id),
+            Event::CentralNodeRegistered(e) => R::new(T::EdgeNode, e.node_id),
+            Event::UserLoggedIn(e) => R::new(T::User, e.user_id),
+            Event::LoginFailed(e) => R::new(T::User, e.user_id),
+            Event::MfaEnrolmentStarted(e) => R::new(T::User, e.user_id),
+            Event::MfaEnabled(e) => R::new(T::User, e.user_id),
             Event::PatientMerged(e) => R::new(T::Patient, e.merged_patient_id),
             Event::PatientRegistered(e) => R::new(T::Patient, e.patient_id),
             Event::PatientDetailsUpdated(e) => R::new(T::Patient, e.patient_id),
@@ -359,6 +383,11 @@ impl Event {
             Event::RoleRevoked(e) => e.org_id,
             Event::UserDeactivated(e) => e.org_id,
             Event::EdgeNodeRegistered(e) => e.hospital_id.into(),
+            Event::CentralNodeRegistered(_) => OrgId::SYSTEM,
+            Event::UserLoggedIn(e) => e.org_id,
+            Event::LoginFailed(e) => e.org_id,
+            Event::MfaEnrolmentStarted(e) => e.org_id,
+            Event::MfaEnabled(e) => e.org_id,
             Event::PatientMerged(e) => e.hospital_id.into(),
             Event::PatientRegistered(e) => e.hospital_id.into(),
             Event::PatientDetailsUpdated(e) => e.hospital_id.into(),

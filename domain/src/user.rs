@@ -1,5 +1,9 @@
-//! The user aggregate: accounts, their organisation and roles. Deactivation and role changes
-//! take effect at the user's next login.
+//! The user aggregate: accounts, their organisation and roles, and their TOTP enrolment.
+//! Deactivation and role changes take effect at the user's next login.
+//!
+//! Logins and MFA enrolment are recorded by the command service itself (`UserLoggedIn`,
+//! `LoginFailed`, `MfaEnrolmentStarted`, `MfaEnabled`), not decided from a command; the
+//! service asks [`may_log_in`], [`mfa_required`] and [`must_enrol_mfa`] what to do.
 
 use crate::command::{AssignRole, DeactivateUser, RegisterUser, RevokeRole};
 use crate::decide::Ctx;
@@ -20,6 +24,47 @@ pub struct User {
     pub roles: BTreeSet<Role>,
     pub patient_id: Option<PatientId>,
     pub active: bool,
+    pub mfa: Mfa,
+}
+
+/// A user's TOTP enrolment, as the nonces its secrets are derived from (the secrets themselves
+/// are never recorded).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mfa {
+    /// The latest enrolment started and not yet confirmed.
+    pub pending: Option<SecretNonce>,
+    /// The confirmed enrolment: logins need a code from this nonce's secret.
+    pub enabled: Option<SecretNonce>,
+}
+
+impl Mfa {
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.is_some()
+    }
+}
+
+/// Whether the account may log in at all, whatever the password and code: a deactivated one
+/// may not.
+pub fn may_log_in(user: &User) -> Result<(), LoginFailure> {
+    if user.active {
+        Ok(())
+    } else {
+        Err(LoginFailure::Deactivated)
+    }
+}
+
+/// Whether this user's login must carry a valid TOTP code: always once MFA is enabled for them.
+/// With `enforce_for_roles` (a deployment's policy that admins and insurers use MFA), also for
+/// such a user who has not enrolled yet, who then cannot log in with a password alone: turn
+/// enforcement on once they have enrolled, and use [`must_enrol_mfa`] to ask them to meanwhile.
+pub fn mfa_required(user: &User, enforce_for_roles: bool) -> bool {
+    user.mfa.is_enabled() || (enforce_for_roles && must_enrol_mfa(user))
+}
+
+/// Whether the user holds a role that should use MFA (admin or insurer) and has not enabled it.
+pub fn must_enrol_mfa(user: &User) -> bool {
+    !user.mfa.is_enabled()
+        && (user.roles.contains(&Role::Admin) || user.roles.contains(&Role::Insurer))
 }
 
 pub fn register(state: Option<User>, c: &RegisterUser, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
@@ -195,6 +240,7 @@ pub fn evolve(state: Option<User>, event: &Event, _stamp: &Stamp) -> Option<User
             roles: e.roles.iter().copied().collect(),
             patient_id: e.patient_id,
             active: true,
+            mfa: Mfa::default(),
         }),
         (Some(mut u), Event::RoleAssigned(e)) => {
             u.roles.insert(e.role);
@@ -208,6 +254,17 @@ pub fn evolve(state: Option<User>, event: &Event, _stamp: &Stamp) -> Option<User
             u.active = false;
             Some(u)
         }
+        (Some(mut u), Event::MfaEnrolmentStarted(e)) => {
+            u.mfa.pending = Some(e.secret_nonce.clone());
+            Some(u)
+        }
+        (Some(mut u), Event::MfaEnabled(e)) => {
+            u.mfa.enabled = Some(e.secret_nonce.clone());
+            u.mfa.pending = None;
+            Some(u)
+        }
+        // Audit facts: a login, or a refused one, changes nothing.
+        (Some(u), Event::UserLoggedIn(_) | Event::LoginFailed(_)) => Some(u),
         (state, _) => state,
     }
 }

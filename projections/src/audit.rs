@@ -1,7 +1,8 @@
 //! The audit read model: every event as recorded, with its whole envelope and its node's chain
-//! position, and the node keys its signatures are verified against. After each commit it
-//! publishes, per origin node, the highest `node_seq` it holds: the *confirmed* mark edges wait
-//! for before they stop re-sending (ARCHITECTURE.md, "Delivery guarantees").
+//! position, and the node keys its signatures are verified against (the edges' and the central
+//! node's). After each commit it publishes, per origin node, the highest `node_seq` it holds:
+//! the *confirmed* mark edges wait for before they stop re-sending (ARCHITECTURE.md, "Delivery
+//! guarantees").
 
 use crate::fact::Fact;
 use crate::model::{Committed, ReadModel};
@@ -31,13 +32,19 @@ impl ReadModel for Audit {
         insert_events(conn, facts).await?;
         let mut keys = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for fact in facts {
-            if let Event::EdgeNodeRegistered(e) = &fact.event {
-                keys.0.push(e.node_id.as_uuid());
-                keys.1.push(e.hospital_id.as_uuid());
-                keys.2.push(e.public_key.to_base64());
-                keys.3.push(fact.envelope.occurred_at.as_datetime());
-                keys.4.push(fact.envelope.event_id.as_uuid());
-            }
+            // The central node's key has no hospital (migrations/0006_central_node.sql).
+            let (node_id, hospital_id, public_key) = match &fact.event {
+                Event::EdgeNodeRegistered(e) => {
+                    (e.node_id, Some(e.hospital_id.as_uuid()), e.public_key)
+                }
+                Event::CentralNodeRegistered(e) => (e.node_id, None, e.public_key),
+                _ => continue,
+            };
+            keys.0.push(node_id.as_uuid());
+            keys.1.push(hospital_id);
+            keys.2.push(public_key.to_base64());
+            keys.3.push(fact.envelope.occurred_at.as_datetime());
+            keys.4.push(fact.envelope.event_id.as_uuid());
         }
         if !keys.0.is_empty() {
             // A node registered again (a new key) keeps the latest registration.

@@ -508,6 +508,13 @@ impl Batch {
             | Event::ClaimRejected(_)
             | Event::PlanPublished(_)
             | Event::PlanTermsUpdated(_) => {}
+            // Identity facts the command service records (logins, MFA enrolment, its own node
+            // key): this model shows none of them; the audit model keeps them.
+            Event::CentralNodeRegistered(_)
+            | Event::UserLoggedIn(_)
+            | Event::LoginFailed(_)
+            | Event::MfaEnrolmentStarted(_)
+            | Event::MfaEnabled(_) => {}
         }
     }
 

@@ -354,6 +354,33 @@ fn story() -> (Ids, Vec<Envelope>, EventId, EventId) {
         existing_patient_id: ids.patient,
         national_id: NationalId::parse("NID-1234").unwrap(),
     }));
+    // Identity facts of the command service: this model shows none of them
+    // (recorded late in the story, so the minutes of the events above stay as they are).
+    out.push(n.record(CentralNodeRegistered {
+        node_id: new(NodeId::from_uuid),
+        public_key: NodePublicKey::from_verifying_key(&n.key.verifying_key()),
+    }));
+    let nonce = SecretNonce::parse("story-nonce-0123456789").unwrap();
+    out.push(n.record(MfaEnrolmentStarted {
+        user_id: ids.doctor,
+        org_id: h.into(),
+        secret_nonce: nonce.clone(),
+    }));
+    out.push(n.record(MfaEnabled {
+        user_id: ids.doctor,
+        org_id: h.into(),
+        secret_nonce: nonce,
+    }));
+    out.push(n.record(LoginFailed {
+        user_id: ids.doctor,
+        org_id: h.into(),
+        reason: LoginFailure::MfaRequired,
+    }));
+    out.push(n.record(UserLoggedIn {
+        user_id: ids.doctor,
+        org_id: h.into(),
+        mfa: true,
+    }));
     out.push(n.record(PatientMerged {
         merged_patient_id: ids.patient,
         surviving_patient_id: ids.survivor,

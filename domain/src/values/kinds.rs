@@ -89,6 +89,18 @@ word_enum!(
 );
 
 word_enum!(
+    /// Why a login was refused, as `LoginFailed` records it. An unknown username is not among
+    /// them: it has no user aggregate to record the failure on.
+    LoginFailure {
+        WrongPassword => "wrong_password",
+        Deactivated => "deactivated",
+        MfaRequired => "mfa_required",
+        WrongMfaCode => "wrong_mfa_code",
+        RateLimited => "rate_limited",
+    }
+);
+
+word_enum!(
     /// The kinds of aggregate; the word is the `aggregate_type` of the envelope and the subject.
     AggregateType {
         Hospital => "hospital",

@@ -268,3 +268,19 @@ string_type!(
         }
     }
 );
+
+string_type!(
+    /// The nonce a user's TOTP secret is derived from (with a key only the command service
+    /// holds), so that the secret itself is never in an event: 16 to 64 of `A-Z a-z 0-9 _ -`
+    /// (e.g. unpadded URL-safe base64), taken exactly as given.
+    SecretNonce,
+    |s| {
+        if (16..=64).contains(&s.len())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            Ok(s.to_owned())
+        } else {
+            Err("must be 16 to 64 of A-Z, a-z, 0-9, '_' or '-'".to_owned())
+        }
+    }
+);
