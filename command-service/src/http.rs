@@ -31,6 +31,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/commands", post(post_command))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/mfa/enroll", post(auth::mfa_enroll))
+        .route("/v1/auth/mfa/confirm", post(auth::mfa_confirm))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NoRoute })
@@ -171,6 +173,7 @@ async fn post_command(
 ) -> Result<Response, ApiError> {
     let value = json_body(body)?;
     let (command_id, kind) = wire::peek(&value)?;
+    auth::require_enrolled(&shared, &actor)?;
     // A retry is answered from what is known, without parsing (or hashing) anything.
     if let Some(first) = shared
         .known

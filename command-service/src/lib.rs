@@ -45,6 +45,9 @@ pub struct Config {
     pub bootstrap_admin_password: Option<String>,
     /// Admins and insurers must enrol in TOTP before they may act (off for development).
     pub require_mfa: bool,
+    /// Sign-in attempts allowed per username and per address within `login_window`.
+    pub login_attempts: (u32, u32),
+    pub login_window: Duration,
 }
 
 impl Config {
@@ -60,6 +63,8 @@ impl Config {
             token_ttl: Duration::from_secs(15 * 60),
             bootstrap_admin_password: None,
             require_mfa: true,
+            login_attempts: (limits::PER_USER, limits::PER_ADDRESS),
+            login_window: limits::WINDOW,
         }
     }
 }
@@ -82,6 +87,7 @@ pub struct Shared {
     pub hashing: Arc<tokio::sync::Semaphore>,
     pub require_mfa: bool,
     pub reconciler: Arc<reconciler::Progress>,
+    pub mfa: Arc<auth::MfaKeys>,
 }
 
 /// The service's node: its id is derived from its key, so the key file is its whole identity.
@@ -153,6 +159,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .signer()
         .context("the command service mints tokens: HMS_JWT_PRIVATE_KEY (or a data dir to make one in) is needed")?;
     let (node_id, node_key) = node_identity(&config.data_dir)?;
+    let node_key_bytes = node_key.to_bytes();
+    let node_public = node_key.verifying_key();
     let client = connect(&config.nats_url, &config.credentials).await?;
     let js = async_nats::jetstream::context::ContextBuilder::new()
         .timeout(Duration::from_secs(10))
@@ -204,11 +212,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         signer: Arc::new(signer),
         token_ttl: config.token_ttl,
         node_id,
-        limits: Arc::new(limits::LoginLimits::new()),
+        limits: Arc::new(limits::LoginLimits::with(
+            config.login_attempts.0,
+            config.login_attempts.1,
+            config.login_window,
+        )),
         hashing: Arc::new(tokio::sync::Semaphore::new(2)),
         require_mfa: config.require_mfa,
         reconciler: reconciled,
+        mfa: Arc::new(auth::MfaKeys::new(mfa_key(&node_key_bytes))),
     };
+    register_node(&shared, node_public).await?;
     if let Some(password) = &config.bootstrap_admin_password {
         bootstrap_admin(&shared, password).await?;
     }
@@ -327,5 +341,52 @@ async fn bootstrap_admin(shared: &Shared, password: &str) -> anyhow::Result<()> 
         writer::Reply::AlreadyRecorded(_) => Ok(()),
         writer::Reply::Refused(r) => anyhow::bail!("the bootstrap admin was refused: {r}"),
         writer::Reply::Unavailable(d) => anyhow::bail!("the bootstrap admin was not recorded: {d}"),
+    }
+}
+
+/// The key TOTP secrets are derived from: the node key's bytes under a label of its own, so
+/// the data dir's one key file holds everything the service must keep secret.
+fn mfa_key(node_key: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"hms-mfa-key-v1");
+    hasher.update(node_key);
+    hasher.finalize().into()
+}
+
+/// The chain's first event: the service's node announces its key (`CentralNodeRegistered`), so
+/// the audit verifies central events as it verifies an edge's.
+async fn register_node(shared: &Shared, public: ed25519_dalek::VerifyingKey) -> anyhow::Result<()> {
+    if shared.known.read().expect("known").head().is_some() {
+        return Ok(());
+    }
+    let node: uuid::Uuid = shared.node_id.into();
+    let event = domain::event::CentralNodeRegistered {
+        node_id: shared.node_id,
+        public_key: domain::values::NodePublicKey::from_verifying_key(&public),
+    };
+    let facts = writer::Facts {
+        command_id: domain::values::CommandId::from_uuid(uuid::Uuid::new_v5(&node, b"register")),
+        actor: domain::envelope::Actor {
+            user_id: reconciler::reconciler_user(),
+            role: domain::values::Role::Admin,
+        },
+        correlation_id: node,
+        causation_id: node,
+        events: vec![(
+            domain::values::EventId::from_uuid(uuid::Uuid::new_v5(&node, b"registered")),
+            event.into(),
+        )],
+    };
+    match shared.writer.record(facts).await {
+        writer::Reply::Recorded(_) => {
+            tracing::info!(node_id = %shared.node_id, "central node registered");
+            Ok(())
+        }
+        writer::Reply::AlreadyRecorded(_) => Ok(()),
+        writer::Reply::Refused(r) => anyhow::bail!("the node registration was refused: {r}"),
+        writer::Reply::Unavailable(d) => {
+            anyhow::bail!("the node registration was not recorded: {d}")
+        }
     }
 }

@@ -91,8 +91,8 @@ async fn a_retry_answers_the_first_result_also_after_a_restart() {
         )
         .await;
     let history = stream_contents(&service.nats_url, &service.prefix).await;
-    // The bootstrap admin, the hospital, the insurer: nothing recorded twice.
-    assert_eq!(verify_central_chain(&history, service.data.path()), 3);
+    // The node's registration, the bootstrap admin, the hospital, the insurer: nothing twice.
+    assert_eq!(verify_central_chain(&history, service.data.path()), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +183,11 @@ async fn bad_requests_get_the_contracts_statuses_and_record_nothing() {
     let answer = service.command(&admin, huge).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     let history = stream_contents(&service.nats_url, &service.prefix).await;
-    assert_eq!(history.len(), 1, "only the bootstrap admin: {history:?}");
+    assert_eq!(
+        history.len(),
+        2,
+        "only the node and the bootstrap admin: {history:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,6 +236,6 @@ async fn without_nats_a_command_gets_503_and_nothing_is_half_written() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let history = stream_contents(&server.url(), &service.prefix).await;
-    assert_eq!(verify_central_chain(&history, service.data.path()), 3);
+    assert_eq!(verify_central_chain(&history, service.data.path()), 4);
     service.stop().await;
 }

@@ -179,6 +179,6 @@ async fn every_clash_of_two_offline_sites_is_answered_once() {
         "only the new duplicate is answered: {answers:#?}"
     );
     let all = stream_contents(&service.nats_url, &service.prefix).await;
-    // The bootstrap admin and six answers, in one unbroken chain.
-    assert_eq!(verify_central_chain(&all, service.data.path()), 7);
+    // The node, the bootstrap admin and six answers, in one unbroken chain.
+    assert_eq!(verify_central_chain(&all, service.data.path()), 8);
 }
