@@ -26,50 +26,16 @@ use std::net::SocketAddr;
 /// The one answer for an unknown user and a wrong password, so neither can be told apart.
 pub const WRONG_CREDENTIALS: &str = "the username or the password is wrong";
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody {
-    username: Option<String>,
-    password: Option<String>,
-    totp: Option<String>,
-}
-
 pub async fn login(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let value = json_body(body)?;
-    if !value.is_object() {
-        return Err(ApiError::Malformed("the body must be a JSON object".into()));
-    }
-    let body: LoginBody = serde_json::from_value(value)
-        .map_err(|e| ApiError::Invalid(vec![FieldError::new("body", e.to_string())]))?;
-    let mut missing = Vec::new();
-    if body.username.as_deref().is_none_or(str::is_empty) {
-        missing.push(FieldError::new("username", "is required"));
-    }
-    if body.password.as_deref().is_none_or(str::is_empty) {
-        missing.push(FieldError::new("password", "is required"));
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::Invalid(missing));
-    }
-    let (username, password) = (
-        body.username.unwrap_or_default(),
-        body.password.unwrap_or_default(),
-    );
-    if username.len() > 256 || password.len() > platform::password::MAX_PASSWORD_BYTES {
-        let field = if username.len() > 256 {
-            "username"
-        } else {
-            "password"
-        };
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            field,
-            "is too long",
-        )]));
-    }
+    let platform::http::LoginForm {
+        username,
+        password,
+        totp,
+    } = platform::http::LoginForm::read(body)?;
     let user = shared.known.read().expect("known").user_by_name(&username);
     if let Err(refused) = shared.limits.check(&username, peer.ip()) {
         if let Some(user) = &user {
@@ -107,7 +73,7 @@ pub async fn login(
         return Err(ApiError::Unauthorized("this account is deactivated".into()));
     }
     if let Some(enabled) = &user.mfa.enabled {
-        let Some(code) = body.totp.as_deref().filter(|c| !c.is_empty()) else {
+        let Some(code) = totp.as_deref().filter(|c| !c.is_empty()) else {
             failed(&shared, &user, LoginFailure::MfaRequired);
             return Err(ApiError::MfaRequired(
                 "this account needs its authenticator code: send \"totp\" with the password".into(),

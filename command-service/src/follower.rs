@@ -55,6 +55,22 @@ async fn follow_from(
     progress: &Progress,
     on_event: Option<&OnEvent>,
 ) -> Result<(), String> {
+    let mut messages = read_from(js, names, from).await?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        fold_message(seq, &message.payload, known, progress, on_event);
+    }
+    Err("the consumer ended".into())
+}
+
+/// Every message of HMS_EVENTS from stream sequence `from` on, in order, as it comes (an
+/// ordered consumer: no acknowledgements, recreated by the client after a gap).
+pub async fn read_from(
+    js: &async_nats::jetstream::Context,
+    names: &Names,
+    from: u64,
+) -> Result<pull::Ordered, String> {
     let stream = js
         .get_stream(names.events_stream())
         .await
@@ -68,13 +84,7 @@ async fn follow_from(
         })
         .await
         .map_err(|e| e.to_string())?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| e.to_string())?;
-        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-        fold_message(seq, &message.payload, known, progress, on_event);
-    }
-    Err("the consumer ended".into())
+    consumer.messages().await.map_err(|e| e.to_string())
 }
 
 /// Folds one message; an unreadable one is logged and passed over.

@@ -13,7 +13,6 @@
 
 use crate::known::Known;
 use crate::writer::{Facts, Reply, Writer};
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use domain::envelope::{self, Envelope};
 use domain::event::Event;
 use domain::state::Stamp;
@@ -87,20 +86,7 @@ async fn judge_from(
     writer: &Writer,
     progress: &Progress,
 ) -> Result<(), String> {
-    let stream = js
-        .get_stream(names.events_stream())
-        .await
-        .map_err(|e| e.to_string())?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut messages = crate::follower::read_from(js, names, from).await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
         let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;

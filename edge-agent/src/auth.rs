@@ -13,7 +13,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use domain::rejection::FieldError;
 use domain::values::{OrgId, PatientId, Role, UserId};
 use ed25519_dalek::VerifyingKey;
 use platform::token::{CachingVerifier, Claims, TokenError, TokenSigner, TokenVerifier};
@@ -134,50 +133,14 @@ impl Logins {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody {
-    username: Option<String>,
-    password: Option<String>,
-    /// Multi-factor codes are for central logins; accepted and not needed here.
-    #[allow(dead_code)]
-    totp: Option<String>,
-}
-
 pub async fn login(
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let value = crate::http::json_body(body)?;
-    if !value.is_object() {
-        return Err(ApiError::Malformed("the body must be a JSON object".into()));
-    }
-    let body: LoginBody = serde_json::from_value(value)
-        .map_err(|e| ApiError::Invalid(vec![FieldError::new("body", e.to_string())]))?;
-    let mut missing = Vec::new();
-    if body.username.as_deref().is_none_or(str::is_empty) {
-        missing.push(FieldError::new("username", "is required"));
-    }
-    if body.password.as_deref().is_none_or(str::is_empty) {
-        missing.push(FieldError::new("password", "is required"));
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::Invalid(missing));
-    }
-    let (username, password) = (
-        body.username.unwrap_or_default(),
-        body.password.unwrap_or_default(),
-    );
-    if username.len() > 256 || password.len() > platform::password::MAX_PASSWORD_BYTES {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            if username.len() > 256 {
-                "username"
-            } else {
-                "password"
-            },
-            "is too long",
-        )]));
-    }
+    // A TOTP code is for central logins: accepted and not needed here.
+    let platform::http::LoginForm {
+        username, password, ..
+    } = platform::http::LoginForm::read(body)?;
     let logins = app.logins.clone();
     if let Some(wait) = logins.locked_for(&username, Instant::now()) {
         return Err(ApiError::TooManyRequests(wait));

@@ -155,6 +155,23 @@ impl From<ParseError> for ApiError {
     }
 }
 
+impl From<platform::http::RequestError> for ApiError {
+    fn from(e: platform::http::RequestError) -> Self {
+        use platform::http::RequestError as E;
+        match e {
+            E::Unauthorized(detail) => ApiError::Unauthorized(detail),
+            E::TooLarge => ApiError::TooLarge,
+            E::Malformed(detail) => ApiError::Malformed(detail),
+            E::Invalid(errors) => ApiError::Invalid(
+                errors
+                    .into_iter()
+                    .map(|(field, message)| FieldError::new(field, message))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self {
@@ -198,22 +215,10 @@ impl FromRequestParts<AppState> for Staff {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("an Authorization: Bearer token is required".into())
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
-            })?;
+        let token = platform::http::bearer_token(&parts.headers)?;
         let claims = app
             .verifier
-            .verify(token.trim())
+            .verify(token)
             .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
         let actor = claims.actor();
         if actor.org_id != OrgId::from(app.identity.hospital_id) {
@@ -228,15 +233,7 @@ impl FromRequestParts<AppState> for Staff {
 
 /// A request body read as JSON: over the limit is a 413, anything not JSON a 400.
 pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge
-        } else {
-            ApiError::Malformed(e.body_text())
-        }
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Malformed(format!("the body is not JSON: {e}")))
+    Ok(platform::http::json_body(body)?)
 }
 
 async fn post_command(
@@ -256,8 +253,8 @@ async fn post_command(
     let request = CommandRequest {
         parsed,
         actor,
-        correlation_id: correlation_id(&headers),
-        traceparent: traceparent(&headers),
+        correlation_id: platform::http::correlation_id(&headers),
+        traceparent: platform::http::traceparent(&headers),
     };
     match app.writer.submit(request).await {
         Reply::Recorded(result) => Ok((StatusCode::CREATED, Json(result)).into_response()),
@@ -265,32 +262,6 @@ async fn post_command(
         Reply::Refused(rejection) => Err(rejection.into()),
         Reply::Failed(detail) => Err(ApiError::Internal(detail)),
     }
-}
-
-/// A well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), as sent.
-fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (parts.len() == 4
-        && hex(parts[0], 2)
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2))
-    .then(|| value.to_owned())
-}
-
-/// The trace id of a W3C `traceparent`, so the events of a request share its trace; a fresh id
-/// otherwise.
-fn correlation_id(headers: &axum::http::HeaderMap) -> Uuid {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('-').nth(1))
-        .filter(|id| id.len() == 32)
-        .and_then(|id| Uuid::try_parse(id).ok())
-        .filter(|id| !id.is_nil())
-        .unwrap_or_else(Uuid::now_v7)
 }
 
 const STAFF_ROLES: &[Role] = &[

@@ -4,6 +4,7 @@
 //! on attempts per username or client ([`rate_limit`]). It does I/O (files, clock) so the
 //! domain can stay pure.
 
+pub mod http;
 pub mod keys;
 pub mod nats_auth;
 pub mod password;
