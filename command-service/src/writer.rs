@@ -188,6 +188,8 @@ struct Unit {
 /// One sealed event ready to append.
 struct Outgoing {
     envelope: Envelope,
+    /// The decided event the envelope carries (folded after the acknowledgement as it is).
+    event: Event,
     subject: String,
     body: bytes::Bytes,
     /// `None`: append without the check (a later event of the same aggregate in one command).
@@ -294,6 +296,7 @@ async fn write_batch(
                         let body = serde_json::to_vec(&envelope).expect("an envelope serialises");
                         sealed.push(Outgoing {
                             envelope,
+                            event: event.clone(),
                             subject,
                             body: body.into(),
                             expected,
@@ -391,8 +394,7 @@ async fn write_batch(
         let mut known = parts.known.write().expect("known");
         for (i, o) in outgoing.iter().enumerate().take(cut_at) {
             if let Outcome::Stored(seq) = outcomes[i] {
-                let event = o.envelope.event().expect("an event this service decided");
-                known.fold(&o.envelope, &event, seq);
+                known.fold(&o.envelope, &o.event, seq);
             }
         }
     }
@@ -611,6 +613,7 @@ async fn fill(
 fn clone_outgoing(o: &Outgoing) -> Outgoing {
     Outgoing {
         envelope: o.envelope.clone(),
+        event: o.event.clone(),
         subject: o.subject.clone(),
         body: o.body.clone(),
         expected: o.expected,
