@@ -15,7 +15,7 @@ use domain::event::{AggregateRef, Event};
 use domain::facts::Facts;
 use domain::state::{AggregateState, evolve};
 use domain::values::*;
-use domain::wire::{CommandResult, RecordedEvent};
+use domain::wire::CommandResult;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One aggregate as known.
@@ -34,6 +34,16 @@ pub struct Entry {
 pub struct ChainHead {
     pub node_seq: u64,
     pub hash: Hash,
+}
+
+impl ChainHead {
+    /// The chain's head once `envelope` is its last event.
+    pub fn of(envelope: &Envelope) -> ChainHead {
+        ChainHead {
+            node_seq: envelope.origin.node_seq,
+            hash: envelope.hash,
+        }
+    }
 }
 
 /// Which `node_seq`s of one node were folded: a re-sent event (an edge re-sending past the
@@ -140,10 +150,7 @@ impl Known {
         }
         if origin.node_id == self.own_node && self.head.is_none_or(|h| origin.node_seq > h.node_seq)
         {
-            self.head = Some(ChainHead {
-                node_seq: origin.node_seq,
-                hash: envelope.hash,
-            });
+            self.head = Some(ChainHead::of(envelope));
         }
         let key = event.aggregate();
         let entry = self.aggregates.entry(key).or_default();
@@ -159,12 +166,7 @@ impl Known {
         entry.last_seq = entry.last_seq.max(stream_seq);
         entry.state = after.clone();
         self.reindex(before.as_ref(), after.as_ref());
-        let recorded = RecordedEvent {
-            event_id: envelope.event_id,
-            event_type: envelope.event_type.clone(),
-            aggregate_id: envelope.aggregate_id,
-            aggregate_version: envelope.aggregate_version,
-        };
+        let recorded = envelope.recorded();
         let (node, result) = self.commands.entry(envelope.command_id).or_insert_with(|| {
             (
                 origin.node_id,
@@ -254,11 +256,7 @@ impl Facts for Known {
     }
 
     fn doctor_slots(&self, doctor: UserId, from: Timestamp, to: Timestamp) -> Vec<Slot> {
-        let window = Slot {
-            appointment_id: AppointmentId::from_uuid(uuid::Uuid::nil()),
-            starts_at: from,
-            ends_at: to,
-        };
+        let window = Slot::window(from, to);
         let Some(ids) = self.doctor_appointments.get(&doctor) else {
             return Vec::new();
         };
@@ -359,11 +357,7 @@ impl Facts for Overlay<'_> {
     }
 
     fn doctor_slots(&self, doctor: UserId, from: Timestamp, to: Timestamp) -> Vec<Slot> {
-        let window = Slot {
-            appointment_id: AppointmentId::from_uuid(uuid::Uuid::nil()),
-            starts_at: from,
-            ends_at: to,
-        };
+        let window = Slot::window(from, to);
         let mut slots: Vec<Slot> = self
             .known
             .doctor_slots(doctor, from, to)

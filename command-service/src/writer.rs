@@ -26,7 +26,7 @@ use domain::event::{AggregateRef, Event};
 use domain::rejection::Rejection;
 use domain::state::Stamp;
 use domain::values::{CommandId, EventId, NodeId, Timestamp};
-use domain::wire::{CommandResult, ParsedCommand, RecordedEvent};
+use domain::wire::{CommandResult, ParsedCommand};
 use ed25519_dalek::SigningKey;
 use platform::streams::Names;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -186,6 +186,7 @@ struct Unit {
 }
 
 /// One sealed event ready to append.
+#[derive(Clone)]
 struct Outgoing {
     envelope: Envelope,
     /// The decided event the envelope carries (folded after the acknowledgement as it is).
@@ -216,7 +217,6 @@ async fn write_batch(
     let mut units: Vec<Unit> = Vec::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
     let mut deferred: Vec<Waiting> = Vec::new();
-    let start_head = *head;
     {
         let known = parts.known.read().expect("known");
         let mut overlay = Overlay::new(&known);
@@ -249,6 +249,7 @@ async fn write_batch(
                 continue;
             }
             let saved = overlay.save(aggregates.iter().copied());
+            let chain_before = chain;
             let first_index = outgoing.len();
             let mut seen_here: HashSet<AggregateRef> = HashSet::new();
             let mut sealed = Vec::new();
@@ -282,17 +283,8 @@ async fn write_batch(
                 );
                 match draft.seal(&parts.key) {
                     Ok(envelope) => {
-                        chain = Some(ChainHead {
-                            node_seq,
-                            hash: envelope.hash,
-                        });
-                        let subject = format!(
-                            "{}.events.{}.{}.{}",
-                            parts.names.prefix(),
-                            envelope.org_id,
-                            envelope.aggregate_type.as_str(),
-                            envelope.aggregate_id
-                        );
+                        chain = Some(ChainHead::of(&envelope));
+                        let subject = envelope.subject(parts.names.prefix());
                         let body = serde_json::to_vec(&envelope).expect("an envelope serialises");
                         sealed.push(Outgoing {
                             envelope,
@@ -313,13 +305,7 @@ async fn write_batch(
                 // Nothing of it was appended: undo its place in the chain and the overlay.
                 tracing::error!(%command_id, "an event cannot be encoded: {e}");
                 overlay.forget(saved);
-                chain = outgoing
-                    .last()
-                    .map(|o| ChainHead {
-                        node_seq: o.envelope.origin.node_seq,
-                        hash: o.envelope.hash,
-                    })
-                    .or(start_head);
+                chain = chain_before;
                 answer(
                     waiting.job,
                     Reply::Refused(Rejection::invalid(
@@ -381,15 +367,9 @@ async fn write_batch(
     }
 
     // The chain ends with the last stored event; those after it are decided again.
-    *head = if cut_at == 0 {
-        start_head
-    } else {
-        let last = &outgoing[cut_at - 1].envelope;
-        Some(ChainHead {
-            node_seq: last.origin.node_seq,
-            hash: last.hash,
-        })
-    };
+    if cut_at > 0 {
+        *head = Some(ChainHead::of(&outgoing[cut_at - 1].envelope));
+    }
     {
         let mut known = parts.known.write().expect("known");
         for (i, o) in outgoing.iter().enumerate().take(cut_at) {
@@ -406,12 +386,7 @@ async fn write_batch(
                 command_id: unit.waiting.job.command_id(),
                 events: outgoing[unit.events.clone()]
                     .iter()
-                    .map(|o| RecordedEvent {
-                        event_id: o.envelope.event_id,
-                        event_type: o.envelope.event_type.clone(),
-                        aggregate_id: o.envelope.aggregate_id,
-                        aggregate_version: o.envelope.aggregate_version,
-                    })
+                    .map(|o| o.envelope.recorded())
                     .collect(),
             };
             answer(unit.waiting.job, Reply::Recorded(result));
@@ -560,10 +535,7 @@ async fn resolve_unknown(parts: &WriterParts, outgoing: &[Outgoing], outcomes: &
         }
         failures += 1;
         tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(2))).await;
-        let resend: Vec<Outgoing> = unknown
-            .iter()
-            .map(|&i| clone_outgoing(&outgoing[i]))
-            .collect();
+        let resend: Vec<Outgoing> = unknown.iter().map(|&i| outgoing[i].clone()).collect();
         let again = publish(&parts.js, &resend, true).await;
         for (&i, outcome) in unknown.iter().zip(again) {
             outcomes[i] = match outcome {
@@ -593,7 +565,7 @@ async fn fill(
     let mut failures = 0u32;
     let mut left: Vec<usize> = which.to_vec();
     while !left.is_empty() {
-        let resend: Vec<Outgoing> = left.iter().map(|&i| clone_outgoing(&outgoing[i])).collect();
+        let resend: Vec<Outgoing> = left.iter().map(|&i| outgoing[i].clone()).collect();
         let again = publish(&parts.js, &resend, false).await;
         let mut still = Vec::new();
         for (&i, outcome) in left.iter().zip(again) {
@@ -607,17 +579,6 @@ async fn fill(
             failures += 1;
             tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(2))).await;
         }
-    }
-}
-
-fn clone_outgoing(o: &Outgoing) -> Outgoing {
-    Outgoing {
-        envelope: o.envelope.clone(),
-        event: o.event.clone(),
-        subject: o.subject.clone(),
-        body: o.body.clone(),
-        expected: o.expected,
-        traceparent: o.traceparent.clone(),
     }
 }
 

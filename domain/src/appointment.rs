@@ -98,6 +98,15 @@ impl Slot {
         }
     }
 
+    /// The span `[from, to)` as a slot of no appointment, to look for slots overlapping it.
+    pub fn window(from: Timestamp, to: Timestamp) -> Self {
+        Self {
+            appointment_id: AppointmentId::from_uuid(uuid::Uuid::nil()),
+            starts_at: from,
+            ends_at: to,
+        }
+    }
+
     /// Half-open intervals: one ending at 10:00 does not overlap one starting at 10:00.
     pub fn overlaps(&self, other: &Slot) -> bool {
         self.starts_at < other.ends_at && other.starts_at < self.ends_at

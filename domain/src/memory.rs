@@ -48,11 +48,7 @@ impl Facts for MemoryStore {
     }
 
     fn doctor_slots(&self, doctor: UserId, from: Timestamp, to: Timestamp) -> Vec<Slot> {
-        let window = Slot {
-            appointment_id: AppointmentId::from_uuid(uuid::Uuid::nil()),
-            starts_at: from,
-            ends_at: to,
-        };
+        let window = Slot::window(from, to);
         self.states
             .values()
             .filter_map(|s| match s {

@@ -343,12 +343,7 @@ pub async fn publish(nats_url: &str, prefix: &str, envelopes: &[domain::envelope
     let client = async_nats::connect(nats_url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     for e in envelopes {
-        let subject = format!(
-            "{prefix}.events.{}.{}.{}",
-            e.org_id,
-            e.aggregate_type.as_str(),
-            e.aggregate_id
-        );
+        let subject = e.subject(prefix);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
         js.publish_with_headers(subject, headers, serde_json::to_vec(e).unwrap().into())

@@ -53,6 +53,16 @@ impl Envelope {
         Event::decode(&self.event_type, self.schema_version, self.payload.clone())
     }
 
+    /// How a command's answer names it (CONTRACT.md: the 201 body).
+    pub fn recorded(&self) -> crate::wire::RecordedEvent {
+        crate::wire::RecordedEvent {
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            aggregate_id: self.aggregate_id,
+            aggregate_version: self.aggregate_version,
+        }
+    }
+
     /// Where and when it was recorded, as the fold needs it.
     pub fn stamp(&self) -> Stamp {
         Stamp {
