@@ -76,15 +76,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// What one load run measured.
-struct Figures {
-    commands: u64,
-    errors: u64,
-    seconds: f64,
-    latencies: Vec<Duration>,
+pub(crate) struct Figures {
+    pub(crate) commands: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl Figures {
-    fn rate(&self) -> f64 {
+    /// The figures of a run from each client's `(done, errors, latencies)`.
+    pub(crate) fn merge(parts: Vec<(u64, u64, Vec<Duration>)>, seconds: f64) -> Figures {
+        let mut figures = Figures {
+            commands: 0,
+            errors: 0,
+            seconds,
+            latencies: Vec::new(),
+        };
+        for (commands, errors, latencies) in parts {
+            figures.commands += commands;
+            figures.errors += errors;
+            figures.latencies.extend(latencies);
+        }
+        figures.latencies.sort();
+        figures
+    }
+
+    pub(crate) fn rate(&self) -> f64 {
         self.commands as f64 / self.seconds
     }
 
@@ -97,8 +114,13 @@ impl Figures {
     }
 
     fn line(&self, name: &str) -> String {
+        self.line_in(name, "commands")
+    }
+
+    /// One line of a report: rate, p50, p99 and counts, counting in `unit`.
+    pub(crate) fn line_in(&self, name: &str, unit: &str) -> String {
         format!(
-            "{name:<34} {:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} commands, {} errors)",
+            "{name:<34} {:>9.0} {unit}/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} {unit}, {} errors)",
             self.rate(),
             self.percentile(0.50).as_secs_f64() * 1e3,
             self.percentile(0.99).as_secs_f64() * 1e3,
@@ -181,21 +203,11 @@ async fn load(url: &str, token: &str, workload: Arc<Workload>, bench: &EdgeBench
             (commands, errors, latencies)
         });
     }
-    let mut figures = Figures {
-        commands: 0,
-        errors: 0,
-        seconds: 0.0,
-        latencies: Vec::new(),
-    };
+    let mut parts = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let (commands, errors, latencies) = done.expect("a load task");
-        figures.commands += commands;
-        figures.errors += errors;
-        figures.latencies.extend(latencies);
+        parts.push(done.expect("a load task"));
     }
-    figures.seconds = started.elapsed().as_secs_f64();
-    figures.latencies.sort();
-    figures
+    Figures::merge(parts, started.elapsed().as_secs_f64())
 }
 
 async fn bare_run(bench: &EdgeBench) -> Result<Figures> {

@@ -13,6 +13,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+use crate::bench::Figures;
+
 #[derive(Debug, Args)]
 pub struct CommandBench {
     /// Seconds of load on each side.
@@ -28,55 +30,6 @@ pub struct CommandBench {
     nats_url: String,
 }
 
-/// What one side measured.
-struct Figures {
-    done: u64,
-    errors: u64,
-    seconds: f64,
-    latencies: Vec<Duration>,
-}
-
-impl Figures {
-    fn rate(&self) -> f64 {
-        self.done as f64 / self.seconds
-    }
-
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[index].as_secs_f64() * 1e3
-    }
-
-    fn line(&self, name: &str, unit: &str) -> String {
-        format!(
-            "{name:<40} {:>9.0} {unit}/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} done, {} errors)",
-            self.rate(),
-            self.percentile(0.50),
-            self.percentile(0.99),
-            self.done,
-            self.errors
-        )
-    }
-
-    fn merge(parts: Vec<(u64, u64, Vec<Duration>)>, seconds: f64) -> Figures {
-        let mut figures = Figures {
-            done: 0,
-            errors: 0,
-            seconds,
-            latencies: Vec::new(),
-        };
-        for (done, errors, latencies) in parts {
-            figures.done += done;
-            figures.errors += errors;
-            figures.latencies.extend(latencies);
-        }
-        figures.latencies.sort();
-        figures
-    }
-}
-
 pub async fn run(bench: CommandBench) -> Result<()> {
     if bench.clients == 0 || bench.aggregates < bench.clients {
         bail!("--aggregates must be at least --clients, and --clients at least 1");
@@ -89,11 +42,11 @@ pub async fn run(bench: CommandBench) -> Result<()> {
     );
     println!(
         "{}",
-        raw.line("raw JetStream publish, expected-seq", "msgs")
+        raw.line_in("raw JetStream publish, expected-seq", "msgs")
     );
     println!(
         "{}",
-        service.line("command service, UpdatePlanTerms", "commands")
+        service.line_in("command service, UpdatePlanTerms", "commands")
     );
     println!(
         "\nratio command service / raw publish: {:.2} (target 0.60)",

@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use platform::streams::Names;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,14 +10,8 @@ use std::time::Duration;
 pub struct CommandArgs {
     #[arg(long, env = "HMS_COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
     listen: std::net::SocketAddr,
-    #[arg(long, env = "HMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    #[arg(long, env = "HMS_NATS_USER", requires = "nats_password")]
-    nats_user: Option<String>,
-    #[arg(long, env = "HMS_NATS_PASSWORD", hide_env_values = true)]
-    nats_password: Option<String>,
-    #[arg(long, env = "HMS_SUBJECT_PREFIX", default_value = "hms")]
-    subject_prefix: String,
+    #[command(flatten)]
+    nats: crate::nats_args::NatsArgs,
     #[arg(long, env = "HMS_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
     #[arg(long, env = "HMS_JWT_PRIVATE_KEY")]
@@ -37,14 +30,14 @@ pub struct CommandArgs {
 
 impl CommandArgs {
     pub fn config(&self) -> Result<command_service::Config> {
-        let names = Names::new(&self.subject_prefix).context("HMS_SUBJECT_PREFIX")?;
+        let names = self.nats.names()?;
         if !(60..=86_400).contains(&self.token_ttl_seconds) {
             bail!("HMS_TOKEN_TTL_SECONDS must be between 60 and 86400");
         }
         let mut config = command_service::Config::new(self.data_dir.clone(), names);
         config.listen = self.listen;
-        config.nats_url = self.nats_url.clone();
-        config.credentials = self.nats_user.clone().zip(self.nats_password.clone());
+        config.nats_url = self.nats.nats_url.clone();
+        config.credentials = self.nats.credentials();
         config.jwt_private_key = self.jwt_private_key.clone();
         config.jwt_public_key = self.jwt_public_key.clone();
         config.token_ttl = Duration::from_secs(self.token_ttl_seconds);

@@ -7,6 +7,7 @@ mod bench_command;
 mod bench_projections;
 mod command_cli;
 mod edge_cli;
+mod nats_args;
 mod nats_config;
 mod project_cli;
 

@@ -3,7 +3,6 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use platform::streams::Names;
 use projections::runtime::ProjectorConfig;
 use std::path::PathBuf;
 
@@ -16,14 +15,8 @@ pub struct ProjectArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/hms"
     )]
     database_url: String,
-    #[arg(long, env = "HMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    #[arg(long, env = "HMS_NATS_USER", requires = "nats_password")]
-    nats_user: Option<String>,
-    #[arg(long, env = "HMS_NATS_PASSWORD", hide_env_values = true)]
-    nats_password: Option<String>,
-    #[arg(long, env = "HMS_SUBJECT_PREFIX", default_value = "hms")]
-    subject_prefix: String,
+    #[command(flatten)]
+    nats: crate::nats_args::NatsArgs,
     #[arg(long, env = "HMS_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
     /// The key of the public-health pseudonyms; by default `$HMS_DATA_DIR/pseudonym.key`, made
@@ -42,7 +35,7 @@ pub struct ProjectArgs {
 
 impl ProjectArgs {
     pub fn config(&self) -> Result<projections::Config> {
-        let names = Names::new(&self.subject_prefix).context("HMS_SUBJECT_PREFIX")?;
+        let names = self.nats.names()?;
         if self.batch == 0 || self.batch > 10_000 {
             bail!("HMS_PROJECTION_BATCH must be between 1 and 10000");
         }
@@ -57,8 +50,8 @@ impl ProjectArgs {
             .context("the public-health pseudonym key")?;
         Ok(projections::Config {
             database_url: self.database_url.clone(),
-            nats_url: self.nats_url.clone(),
-            credentials: self.nats_user.clone().zip(self.nats_password.clone()),
+            nats_url: self.nats.nats_url.clone(),
+            credentials: self.nats.credentials(),
             metrics_listen: (self.metrics_listen != "off").then(|| self.metrics_listen.clone()),
             pseudonym_key,
             min_cell: self.public_health_min_cell,
