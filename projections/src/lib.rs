@@ -25,5 +25,7 @@ pub mod runtime;
 pub use fact::Fact;
 pub use model::ReadModel;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use service::{Config, Running, start};
