@@ -10,6 +10,7 @@ mod edge_cli;
 mod nats_args;
 mod nats_config;
 mod project_cli;
+mod query_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -43,7 +44,7 @@ enum Action {
     /// Run the central command service.
     Command(command_cli::CommandArgs),
     /// Run the query API.
-    Query,
+    Query(query_cli::QueryArgs),
     /// Run the projectors that build the read models.
     Project(project_cli::ProjectArgs),
     /// Print a signed access token (for scripts and tests) made with the configured private key.
@@ -129,7 +130,7 @@ fn main() -> Result<()> {
         ),
         Action::Edge(args) => edge_cli::run(args),
         Action::Command(args) => command_cli::run(args),
-        Action::Query => not_built_yet("hms query", "the query API"),
+        Action::Query(args) => query_cli::run(args),
         Action::Project(args) => project_cli::run(args),
         Action::Token(args) => mint_token(args),
         Action::Projections(args) => project_cli::projections(args),

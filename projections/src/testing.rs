@@ -165,3 +165,62 @@ pub async fn apply_all(
     let public = crate::public_health::PublicHealth::new(key, min_cell, pool.clone());
     apply(pool, &public, facts, 1_000).await;
 }
+
+/// A history made the way a node makes one: commands (JSON, as clients send them) decided by
+/// the domain against what was recorded before, the events recorded by one [`Recorder`].
+#[derive(Debug, Default)]
+pub struct Scenario {
+    pub recorder: Recorder,
+    pub store: domain::memory::MemoryStore,
+    pub envelopes: Vec<Envelope>,
+}
+
+/// The password hash recorded for every user a scenario registers (hashing is not what these
+/// tests are about).
+pub const SCENARIO_PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2NlbmFyaW9zYWx0$c2NlbmFyaW9oYXNoc2NlbmFyaW9oYXNo";
+
+impl Scenario {
+    pub fn new() -> Scenario {
+        Scenario::default()
+    }
+
+    /// Decides and records one command as `actor`; the events it recorded, or why it was
+    /// refused.
+    pub fn run(
+        &mut self,
+        actor: &domain::command::Actor,
+        body: serde_json::Value,
+    ) -> Result<Vec<Envelope>, String> {
+        let parsed = domain::wire::parse_command(&body, &mut |_| {
+            domain::values::PasswordHash::parse(SCENARIO_PASSWORD_HASH).expect("a PHC string")
+        })
+        .map_err(|e| format!("{e:?}"))?;
+        let meta = domain::command::CommandMeta {
+            command_id: parsed.command_id,
+            actor: actor.clone(),
+            at: Timestamp::new(self.recorder.clock),
+        };
+        let decision = domain::decide::decide(&parsed.command, &meta, &self.store)
+            .map_err(|e| e.to_string())?;
+        let mut recorded = Vec::new();
+        for event in decision.events {
+            let saved = self.recorder.actor;
+            self.recorder.actor.user_id = actor.user_id;
+            let envelope = self.recorder.record_as(decision.role, event);
+            self.recorder.actor = saved;
+            let event = envelope.event().expect("just recorded");
+            self.store.apply(&event, &envelope.stamp());
+            recorded.push(envelope);
+        }
+        self.envelopes.extend(recorded.iter().cloned());
+        Ok(recorded)
+    }
+
+    /// [`Scenario::run`], panicking with the command if it is refused.
+    pub fn ok(&mut self, actor: &domain::command::Actor, body: serde_json::Value) -> Vec<Envelope> {
+        let shown = body.to_string();
+        self.run(actor, body)
+            .unwrap_or_else(|e| panic!("{shown} was refused: {e}"))
+    }
+}
