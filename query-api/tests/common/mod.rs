@@ -26,6 +26,11 @@ pub struct Api {
 impl Api {
     /// Starts the API over `db` (already holding the read models).
     pub async fn start(db: TestDb) -> Api {
+        Api::start_with(db, |_| {}).await
+    }
+
+    /// [`Api::start`], with the configuration adjusted first.
+    pub async fn start_with(db: TestDb, adjust: impl FnOnce(&mut query_api::Config)) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let keys = platform::keys::resolve_jwt_keys(None, None, dir.path())
             .unwrap()
@@ -43,6 +48,7 @@ impl Api {
             std::env::var("HMS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
         config.min_cell = MIN_CELL;
         config.max_connections = 8;
+        adjust(&mut config);
         let running = query_api::start(config).await.unwrap();
         Api {
             base: format!("http://{}", running.addr),
