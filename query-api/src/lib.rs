@@ -171,6 +171,7 @@ pub fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .merge(routes::hospital::router())
         .merge(routes::insurance::router())
         .merge(routes::admin::router())
+        .merge(routes::audit::router())
         .split_for_parts();
     (router, openapi)
 }

@@ -2,6 +2,7 @@
 //! defined, and the router and the document are built together from them.
 
 pub mod admin;
+pub mod audit;
 pub mod health;
 pub mod hospital;
 pub mod insurance;
