@@ -61,7 +61,7 @@ pub fn audience_of(path: &str) -> Option<Audience> {
 }
 
 /// The rows a caller may see of what a route serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Everything the route serves (auditor, analyst, admin, or a route for everyone).
     All,

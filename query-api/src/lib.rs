@@ -4,6 +4,7 @@
 //! reads: its database sessions are read-only.
 
 pub mod access;
+pub mod cache;
 pub mod db;
 pub mod error;
 pub mod page;
@@ -62,6 +63,7 @@ pub struct Shared {
     pub nats: async_nats::Client,
     pub names: Names,
     pub min_cell: u64,
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 impl Shared {
@@ -199,6 +201,12 @@ pub fn router(shared: Shared) -> Router {
                 async move { axum::Json(document.as_ref().clone()) }
             }),
         )
+        // Outermost last: the access check runs first, then the answers kept while the read
+        // models stand still.
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.cache.clone(),
+            cache::serve,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             access::authorize,
@@ -262,6 +270,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("NATS at {}", config.nats_url))?;
     let shared = Shared {
+        cache: cache::ResponseCache::start(pool.clone()),
         pool,
         verifier: Arc::new(CachingVerifier::new(verifier, 4096)),
         nats,
