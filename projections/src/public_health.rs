@@ -7,14 +7,15 @@
 //! After each commit the cells a batch changed are published on the public stream, one message
 //! per (week, region): every category's table of age band by sex, suppressed at
 //! `HMS_PUBLIC_HEALTH_MIN_CELL` (primary and complementary), so nothing that leaves holds a
-//! small count.
+//! small count. The query API reads the same tables through [`suppressed_tables`], so an
+//! analyst who has both sees every (week, region, category) table suppressed one way only.
 
 use crate::fact::Fact;
 use crate::model::{Committed, ReadModel};
 use domain::event::Event;
 use domain::public_health::{
-    AgeBand, Cell, DiagnosisCategory, IsoWeek, PseudonymKey, SuppressedTable, age_band, pseudonym,
-    suppress_groups,
+    AgeBand, Cell, DiagnosisCategory, IsoWeek, PseudonymKey, SuppressedTable, TableError, age_band,
+    pseudonym, suppress_groups,
 };
 use domain::values::Sex;
 use serde_json::json;
@@ -332,8 +333,29 @@ fn subject_token(s: &str) -> String {
         .collect()
 }
 
+/// The canonical public tables: one per group, age band (rows, [`age_band_labels`]) by sex
+/// (columns, [`sex_labels`]), suppressed at `min_cell` with its own row, column and grand
+/// totals. The group is always one (week, region, category): the public stream and the query
+/// API both build their tables here, so a table seen through one is the table seen through the
+/// other, and nothing is ever suppressed over a grouping a reader's filters chose. Records are
+/// `(group, age band, sex, count)`.
+pub fn suppressed_tables<G: Ord>(
+    records: impl IntoIterator<Item = (G, String, String, i64)>,
+    min_cell: u64,
+) -> Result<BTreeMap<G, SuppressedTable<String, String>>, TableError> {
+    suppress_groups(
+        records
+            .into_iter()
+            .map(|(group, band, sex, n)| (group, band, sex, n.max(0) as u64)),
+        &age_band_labels(),
+        &sex_labels(),
+        min_cell,
+    )
+}
+
 /// The suppressed counts of one (week, region), as they are published: per category, a table of
-/// age band by sex for cases and one for distinct patients, each suppressed at `min_cell`.
+/// age band by sex for cases and one for distinct patients, each suppressed at `min_cell`
+/// ([`suppressed_tables`]).
 pub async fn published_counts(
     pool: &PgPool,
     week: &str,
@@ -356,18 +378,9 @@ pub async fn published_counts(
     .bind(region)
     .fetch_all(pool)
     .await?;
-    let rows = age_band_labels();
-    let columns = sex_labels();
     let table = |records: Vec<(String, String, String, i64)>| {
-        suppress_groups(
-            records
-                .into_iter()
-                .map(|(g, r, c, n)| (g, r, c, n.max(0) as u64)),
-            &rows,
-            &columns,
-            min_cell,
-        )
-        .map_err(|e| sqlx::Error::Protocol(format!("public-health table: {e}")))
+        suppressed_tables(records, min_cell)
+            .map_err(|e| sqlx::Error::Protocol(format!("public-health table: {e}")))
     };
     let cases = table(cases)?;
     let mut patients = table(patients)?;

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod db;
 pub mod error;
 pub mod page;
+pub mod public_health;
 pub mod routes;
 
 use anyhow::Context as _;
@@ -174,6 +175,7 @@ pub fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .merge(routes::insurance::router())
         .merge(routes::admin::router())
         .merge(routes::audit::router())
+        .merge(routes::public_health::router())
         .split_for_parts();
     (router, openapi)
 }

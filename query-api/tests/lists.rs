@@ -266,5 +266,35 @@ async fn filters_select_what_they_name() {
         .json(&site.pharmacist, "/v1/inventory?drug_code=SALB100", 200)
         .await;
     assert_eq!(stock["items"][0]["balance"], 49);
+
+    // Public health over HTTP: one diagnosis per region is below the threshold, so it is
+    // withheld; a bad filter is a 422.
+    let cases = api
+        .json(
+            &world.analyst,
+            "/v1/public-health/cases?from=2026-03-01&to=2026-03-31&icd10=J45",
+            200,
+        )
+        .await;
+    let tables = cases["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2, "{cases}");
+    for table in tables {
+        assert_eq!(table["category"], "J45");
+        assert_eq!(table["cases"]["total"]["suppressed"], true, "{table}");
+        for cell in table["cases"]["cells"].as_array().unwrap() {
+            let count = cell["count"].as_u64();
+            assert!(
+                count.is_none() || count == Some(0) || count >= Some(MIN_CELL),
+                "{cell}"
+            );
+        }
+    }
+    assert!(!cases.to_string().contains(&site.patient_id.to_string()));
+    api.json(
+        &world.analyst,
+        "/v1/public-health/cases?from=2026-13-01",
+        422,
+    )
+    .await;
     api.stop().await;
 }

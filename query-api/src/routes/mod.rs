@@ -6,6 +6,7 @@ pub mod audit;
 pub mod health;
 pub mod hospital;
 pub mod insurance;
+pub mod public_health;
 
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
