@@ -189,3 +189,140 @@ fn hms_token_uses_a_configured_private_key_and_never_makes_one() {
     assert!(!missing.exists());
     assert!(!data.path().join("jwt_private.pem").exists());
 }
+
+/// `hms audit <args>` against the database at `url`.
+fn hms_audit(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hms"))
+        .arg("audit")
+        .args(args)
+        .env("HMS_DATABASE_URL", url)
+        .output()
+        .expect("the hms binary runs")
+}
+
+#[tokio::test]
+async fn hms_audit_verify_exits_0_on_an_intact_history_and_1_after_tampering_and_replay_writes_it()
+{
+    use domain::envelope::Envelope;
+    use domain::event::{CentralNodeRegistered, HospitalRegistered};
+    use domain::values::{HospitalId, Name, NodePublicKey, RegionCode};
+    use projections::testing::{Recorder, TestDb, apply, facts};
+
+    let db = TestDb::new().await;
+    let mut central = Recorder::new();
+    let mut envelopes = vec![central.record(CentralNodeRegistered {
+        node_id: central.node,
+        public_key: NodePublicKey::from_verifying_key(&central.key.verifying_key()),
+    })];
+    for name in ["St Mary", "St Luke"] {
+        envelopes.push(central.record(HospitalRegistered {
+            hospital_id: HospitalId::from_uuid(uuid::Uuid::now_v7()),
+            name: Name::parse(name).unwrap(),
+            region_code: RegionCode::parse("KE-30").unwrap(),
+        }));
+    }
+    apply(
+        &db.pool,
+        &projections::audit::Audit::default(),
+        &facts(&envelopes),
+        10,
+    )
+    .await;
+
+    let out = hms_audit(&db.url, &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("intact: 3 events of 1 nodes verified"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("node {} (central)", central.node)),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("history.ndjson");
+    let out = hms_audit(&db.url, &["replay", "--to", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Vec<Envelope> = fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(replayed, envelopes);
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp file left"
+    );
+
+    let tampered = &envelopes[1];
+    sqlx::query(
+        "UPDATE audit.events SET payload = jsonb_set(payload, '{name}', '\"St Elsewhere\"') \
+         WHERE event_id = $1",
+    )
+    .bind(tampered.event_id.as_uuid())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let out = hms_audit(&db.url, &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("BROKEN: first break: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("at node_seq 2 (event {}", tampered.event_id)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hash does not match"), "{stdout}");
+
+    // A replay that fails half way (a row that is no envelope) leaves no file behind.
+    sqlx::query("UPDATE audit.events SET hash = upper(hash) WHERE event_id = $1")
+        .bind(envelopes[2].event_id.as_uuid())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let second = dir.path().join("again.ndjson");
+    let out = hms_audit(&db.url, &["replay", "--to", second.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing written"), "{err}");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only the first replay"
+    );
+    db.drop().await;
+}
+
+#[test]
+fn hms_audit_names_a_database_it_cannot_read_with_its_own_exit_code_and_writes_nothing() {
+    let url = format!(
+        "{}/hms_no_such_database_{}",
+        projections::testing::server_url(),
+        uuid::Uuid::now_v7().simple()
+    );
+    let out = hms_audit(&url, &["verify"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the audit database"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("history.ndjson");
+    let out = hms_audit(&url, &["replay", "--to", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no file, not even a partial one"
+    );
+}

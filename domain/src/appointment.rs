@@ -60,7 +60,7 @@ impl AppointmentStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Appointment {
     pub appointment_id: AppointmentId,
     pub hospital_id: HospitalId,

@@ -35,7 +35,7 @@ impl ClaimStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Claim {
     pub claim_id: ClaimId,
     pub hospital_id: HospitalId,

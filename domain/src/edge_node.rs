@@ -8,8 +8,9 @@ use crate::permission;
 use crate::rejection::Rejection;
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EdgeNode {
     pub node_id: NodeId,
     pub hospital_id: HospitalId,

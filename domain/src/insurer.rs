@@ -7,8 +7,9 @@ use crate::permission;
 use crate::rejection::Rejection;
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Insurer {
     pub insurer_id: InsurerId,
     pub name: Name,

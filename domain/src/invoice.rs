@@ -22,7 +22,7 @@ pub enum InvoiceStatus {
     Paid,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Invoice {
     pub invoice_id: InvoiceId,
     pub hospital_id: HospitalId,

@@ -8,8 +8,9 @@ use crate::permission;
 use crate::rejection::Rejection;
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LabOrder {
     pub lab_order_id: LabOrderId,
     pub hospital_id: HospitalId,
@@ -18,7 +19,7 @@ pub struct LabOrder {
     pub result: Option<LabResult>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LabResult {
     pub result: LongText,
     pub abnormal: bool,

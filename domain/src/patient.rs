@@ -17,8 +17,9 @@ use crate::permission;
 use crate::rejection::Rejection;
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Patient {
     pub patient_id: PatientId,
     pub hospital_id: HospitalId,
@@ -31,14 +32,32 @@ pub struct Patient {
 }
 
 /// Which edit last set each detail field; compared as `(occurred_at, node_id)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldStamps {
+    #[serde(serialize_with = "field_stamp")]
     pub name: (Timestamp, NodeId),
+    #[serde(serialize_with = "field_stamp")]
     pub birth_date: (Timestamp, NodeId),
+    #[serde(serialize_with = "field_stamp")]
     pub sex: (Timestamp, NodeId),
+    #[serde(serialize_with = "field_stamp")]
     pub national_id: (Timestamp, NodeId),
+    #[serde(serialize_with = "field_stamp")]
     pub phone: (Timestamp, NodeId),
+    #[serde(serialize_with = "field_stamp")]
     pub region_code: (Timestamp, NodeId),
+}
+
+/// A field's stamp as `{"occurred_at", "node_id"}`, named rather than a bare pair.
+fn field_stamp<S: serde::Serializer>(
+    (occurred_at, node_id): &(Timestamp, NodeId),
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct as _;
+    let mut stamp = s.serialize_struct("FieldStamp", 2)?;
+    stamp.serialize_field("occurred_at", occurred_at)?;
+    stamp.serialize_field("node_id", node_id)?;
+    stamp.end()
 }
 
 impl FieldStamps {

@@ -8,11 +8,12 @@ use crate::permission;
 use crate::rejection::Rejection;
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 
 /// The most coverage terms one plan may list.
 pub const MAX_COVERAGE_TERMS: usize = 200;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub plan_id: PlanId,
     pub insurer_id: InsurerId,

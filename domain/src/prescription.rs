@@ -10,17 +10,19 @@ use crate::permission;
 use crate::rejection::Rejection;
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 
 /// The most items one prescription may carry.
 pub const MAX_ITEMS: usize = 50;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PrescriptionStatus {
     Issued,
     Dispensed,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Prescription {
     pub prescription_id: PrescriptionId,
     pub hospital_id: HospitalId,

@@ -17,7 +17,10 @@ pub struct Stamp {
     pub node_id: NodeId,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serialised as the aggregate's own state, untagged: whoever shows it knows the aggregate type.
+/// No secret is serialised (a user's password hash and MFA nonces are left out).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
 pub enum AggregateState {
     Hospital(hospital::Hospital),
     Insurer(insurer::Insurer),

@@ -9,8 +9,9 @@ use crate::event::*;
 use crate::rejection::Rejection;
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StockItem {
     pub stock_item_id: StockItemId,
     pub hospital_id: HospitalId,

@@ -12,12 +12,15 @@ use crate::permission;
 use crate::rejection::{FieldError, Rejection};
 use crate::state::Stamp;
 use crate::values::*;
+use serde::Serialize;
 use std::collections::BTreeSet;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct User {
     pub user_id: UserId,
     pub username: Username,
+    /// Never shown: serialising a user (the audit's state as of a moment) leaves it out.
+    #[serde(skip_serializing)]
     pub password_hash: PasswordHash,
     pub display_name: Name,
     pub org_id: OrgId,
@@ -29,12 +32,20 @@ pub struct User {
 
 /// A user's TOTP enrolment, as the nonces its secrets are derived from (the secrets themselves
 /// are never recorded).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Mfa {
     /// The latest enrolment started and not yet confirmed.
+    #[serde(serialize_with = "is_some")]
     pub pending: Option<SecretNonce>,
     /// The confirmed enrolment: logins need a code from this nonce's secret.
+    #[serde(serialize_with = "is_some")]
     pub enabled: Option<SecretNonce>,
+}
+
+/// A nonce is serialised only as whether it is there: with the service's key it gives the TOTP
+/// secret, so a view of the state has no business holding it.
+fn is_some<S: serde::Serializer>(nonce: &Option<SecretNonce>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(nonce.is_some())
 }
 
 impl Mfa {

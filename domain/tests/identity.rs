@@ -104,6 +104,30 @@ fn a_confirmed_enrolment_enables_mfa_and_clears_the_pending_one() {
 }
 
 #[test]
+fn a_user_state_serialises_without_its_password_hash_or_mfa_nonces() {
+    let mut f = Fixture::new();
+    let admin = f.hospital_admin.clone();
+    let started = enrolment_started(&admin, NONCE_A);
+    f.world.given([
+        started,
+        enabled(&admin, NONCE_A),
+        enrolment_started(&admin, NONCE_B),
+    ]);
+    let state = domain::AggregateState::User(f.world.store.user(admin.user_id).unwrap());
+    let json = serde_json::to_value(&state).unwrap();
+    assert_eq!(json["user_id"], admin.user_id.to_string());
+    assert_eq!(
+        json["mfa"],
+        serde_json::json!({"pending": true, "enabled": true})
+    );
+    assert!(json.get("password_hash").is_none(), "{json}");
+    let text = json.to_string();
+    for secret in [hash().as_str(), NONCE_A, NONCE_B] {
+        assert!(!text.contains(secret), "{secret} shown in {text}");
+    }
+}
+
+#[test]
 fn a_new_enrolment_keeps_mfa_enabled_until_it_is_confirmed() {
     let mut f = Fixture::new();
     let admin = f.hospital_admin.clone();

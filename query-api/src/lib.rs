@@ -4,6 +4,7 @@
 //! reads: its database sessions are read-only.
 
 pub mod access;
+pub mod audit;
 pub mod cache;
 pub mod db;
 pub mod error;

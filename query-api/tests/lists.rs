@@ -298,3 +298,73 @@ async fn filters_select_what_they_name() {
     .await;
     api.stop().await;
 }
+
+#[tokio::test]
+async fn an_auditor_reads_the_history_a_state_as_of_a_moment_and_the_verification() {
+    let world = World::new();
+    let api = world.serve().await;
+    let auditor = &world.auditor;
+    let appointment = world.sites[0].appointment;
+    let events = api
+        .json(
+            auditor,
+            &format!("/v1/audit/events?aggregate_id={appointment}"),
+            200,
+        )
+        .await;
+    let events = events["items"].as_array().unwrap();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["AppointmentBooked", "AppointmentApproved"]);
+    let booked_at = events[0]["occurred_at"].as_str().unwrap();
+    let then = api
+        .json(
+            auditor,
+            &format!(
+                "/v1/audit/aggregates/appointment/{appointment}?as_of={}",
+                booked_at.replace('+', "%2B")
+            ),
+            200,
+        )
+        .await;
+    assert_eq!(then["version"], 1);
+    assert_eq!(then["state"]["status"], "pending", "{then}");
+    let now = api
+        .json(
+            auditor,
+            &format!("/v1/audit/aggregates/appointment/{appointment}"),
+            200,
+        )
+        .await;
+    assert_eq!(now["version"], 2);
+    assert_eq!(now["state"]["status"], "approved", "{now}");
+    api.json(
+        auditor,
+        &format!("/v1/audit/aggregates/appointment/{appointment}?as_of=2020-01-01T00:00:00Z"),
+        404,
+    )
+    .await;
+    api.json(
+        auditor,
+        &format!("/v1/audit/aggregates/spaceship/{appointment}"),
+        422,
+    )
+    .await;
+
+    let report = api.json(auditor, "/v1/audit/verify", 200).await;
+    assert_eq!(report["intact"], true, "{report}");
+    // A row changed behind the projectors' back is named at once.
+    let tampered = &events[1];
+    sqlx::query("UPDATE audit.events SET payload = jsonb_set(payload, '{forged}', 'true') WHERE event_id = $1")
+        .bind(tampered["event_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    let report = api.json(auditor, "/v1/audit/verify", 200).await;
+    assert_eq!(report["intact"], false, "{report}");
+    assert_eq!(report["first_break"]["event_id"], tampered["event_id"]);
+    assert_eq!(report["first_break"]["node_seq"], tampered["node_seq"]);
+    api.stop().await;
+}

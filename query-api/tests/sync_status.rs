@@ -62,7 +62,8 @@ async fn every_edge_node_is_shown_with_its_last_report_and_a_silent_one_is_stale
 
     let page = api.json(&admin, "/v1/admin/sync-status", 200).await;
     let items = page["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "{page}");
+    // The two nodes, and the node that recorded the world (registered, never reported).
+    assert_eq!(items.len(), 3, "{page}");
     let of = |node: Uuid| -> &Value { items.iter().find(|i| i["node_id"] == json!(node)).unwrap() };
     let fresh = of(nodes[0]);
     assert_eq!(fresh["hospital_id"], json!(world.sites[0].hospital));
@@ -71,31 +72,32 @@ async fn every_edge_node_is_shown_with_its_last_report_and_a_silent_one_is_stale
     assert_eq!(fresh["pending_events"], 5);
     assert_eq!(fresh["sent_unconfirmed_events"], 3);
     assert_eq!(fresh["last_error"], Value::Null);
+    // No projector has run here, so no node has an applied mark yet.
+    assert_eq!(fresh["applied_node_seq"], Value::Null);
     let silent = of(nodes[1]);
     assert_eq!(silent["stale"], true);
     assert_eq!(silent["pending_events"], 12);
     assert_eq!(silent["last_error"], "connection refused");
     assert_eq!(silent["connected"], false);
-    // The centre's own view: the world's node (the scenario's recorder) is not an edge here, so
-    // neither registered node has an applied mark yet.
-    assert_eq!(fresh["applied_node_seq"], Value::Null);
+    let world_node = of(world.scenario.recorder.node.as_uuid());
+    assert_eq!(world_node["stale"], true, "never heard from");
+    assert_eq!(world_node["last_contact_at"], Value::Null);
 
-    let stale = api
-        .json(&admin, "/v1/admin/sync-status?stale=true", 200)
+    let fresh_only = api
+        .json(&admin, "/v1/admin/sync-status?stale=false", 200)
         .await;
-    assert_eq!(stale["items"].as_array().unwrap().len(), 1);
-    assert_eq!(stale["items"][0]["node_id"], json!(nodes[1]));
-    let one = api.json(&admin, "/v1/admin/sync-status?limit=1", 200).await;
-    let next = one["next"].as_str().unwrap();
+    assert_eq!(fresh_only["items"].as_array().unwrap().len(), 1);
+    assert_eq!(fresh_only["items"][0]["node_id"], json!(nodes[0]));
+    let first = api.json(&admin, "/v1/admin/sync-status?limit=2", 200).await;
+    let next = first["next"].as_str().unwrap();
     let rest = api
         .json(
             &admin,
-            &format!("/v1/admin/sync-status?limit=1&after={next}"),
+            &format!("/v1/admin/sync-status?limit=2&after={next}"),
             200,
         )
         .await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
-    assert_ne!(rest["items"][0]["node_id"], one["items"][0]["node_id"]);
     assert!(rest["next"].is_null());
     api.stop().await;
 }

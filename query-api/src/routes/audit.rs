@@ -5,7 +5,8 @@ use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
 use crate::routes::Params;
 use crate::{ProblemDoc, Shared};
-use axum::extract::State;
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -16,7 +17,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<Shared> {
-    OpenApiRouter::new().routes(routes!(list_events))
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(aggregate_as_of))
+        .routes(routes!(verify))
 }
 
 /// An event exactly as recorded, with its envelope.
@@ -131,4 +135,70 @@ pub async fn list_events(
         list.and("occurred_at < ", to);
     }
     page::respond::<AuditEvent>(&shared.pool, list, page, format).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AsOfQuery {
+    /// The moment (RFC 3339); the whole history when absent.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+/// An aggregate's state as it stood at `as_of`: its events up to then, folded with the domain's
+/// own rules.
+#[utoipa::path(get, path = "/v1/audit/aggregates/{type}/{id}", tag = "audit",
+    params(
+        ("type" = String, Path, description = "The aggregate type, e.g. appointment, patient, claim"),
+        ("id" = Uuid, Path, description = "The aggregate id"),
+        AsOfQuery,
+    ),
+    responses(
+        (status = 200, body = crate::audit::AsOf),
+        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn aggregate_as_of(
+    State(shared): State<Shared>,
+    path: Result<Path<(String, Uuid)>, axum::extract::rejection::PathRejection>,
+    Params(query): Params<AsOfQuery>,
+) -> Result<Json<crate::audit::AsOf>, ApiError> {
+    use crate::audit::AsOfError;
+    let Path((kind, id)) = path.map_err(|_| ApiError::invalid("id", "must be a UUID"))?;
+    match crate::audit::state_as_of(&shared.pool, &kind, id, query.as_of).await {
+        Ok(Some(state)) => Ok(Json(state)),
+        Ok(None) => Err(ApiError::NotFound(format!(
+            "no event of {kind} {id} by then"
+        ))),
+        Err(AsOfError::UnknownAggregateType { given, accepted }) => Err(ApiError::invalid(
+            "type",
+            format!("unknown aggregate type {given:?}: it must be one of {accepted}"),
+        )),
+        Err(AsOfError::Database(e)) => Err(e.into()),
+        Err(e @ (AsOfError::Unreadable(_) | AsOfError::Undecodable { .. })) => {
+            Err(ApiError::Internal(e.to_string()))
+        }
+    }
+}
+
+/// Every node's hash chain and signatures checked against the registered node keys; the first
+/// break (node, node_seq, event) named if there is one. A broken history is still a 200: the
+/// report is the answer.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses(
+        (status = 200, body = crate::audit::VerifyReport),
+        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(shared): State<Shared>,
+) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
+    let report = crate::audit::verify(&shared.pool, &|_| {}).await?;
+    Ok(Json(report))
 }

@@ -2,6 +2,7 @@
 //! for any caller, and a world of two hospitals and two insurers recorded through the domain.
 #![allow(dead_code)]
 
+use base64::Engine as _;
 use domain::command::Actor;
 use domain::values::{OrgId, PatientId, Role, UserId};
 use platform::token::{Claims, TokenSigner};
@@ -176,6 +177,20 @@ impl World {
                 "hospital_id": hospital, "name": format!("Hospital {i}"), "region_code": format!("KE-0{}", i + 1)
             })));
         }
+        // The node recording this world is the first hospital's edge, registered with its key
+        // so that the audit can verify its chain.
+        let node_key = base64::engine::general_purpose::STANDARD
+            .encode(s.recorder.key.verifying_key().as_bytes());
+        let node = s.recorder.node;
+        s.ok(
+            &admin,
+            command(
+                "RegisterEdgeNode",
+                json!({
+                    "node_id": node, "hospital_id": hospitals[0], "public_key": node_key
+                }),
+            ),
+        );
         for (i, insurer) in insurer_orgs.iter().enumerate() {
             s.ok(
                 &admin,
