@@ -34,7 +34,7 @@ pub fn is_unreachable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             // 57P01..57P03: admin shutdown, crash shutdown, cannot connect now; 08*: connection.
             db.code()
-                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08") || c == "3D000")
+                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
         }
         _ => false,
     }
@@ -42,5 +42,6 @@ pub fn is_unreachable(e: &sqlx::Error) -> bool {
 
 /// Whether the error means the read models' tables are not there yet (no projector has run).
 pub fn is_missing_schema(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01" | "3F000")))
+    // 42P01: no such table, 3F000: no such schema, 3D000: no such database.
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01" | "3F000" | "3D000")))
 }

@@ -257,8 +257,10 @@ impl Running {
 /// they are needed, and recovers by itself when they are back.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let verifier =
-        platform::keys::load_verifier(config.jwt_public_key.as_deref(), &config.data_dir)
-            .context("the token-verifying key (HMS_JWT_PUBLIC_KEY, or the pair in HMS_DATA_DIR)")?;
+        platform::keys::load_verifier(config.jwt_public_key.as_deref(), &config.data_dir).context(
+            "the query API verifies tokens with the public key only: set HMS_JWT_PUBLIC_KEY, or \
+                 point HMS_DATA_DIR at the command service's (which makes the pair on first start)",
+        )?;
     let options = projections::db::options(&config.database_url).context("HMS_DATABASE_URL")?;
     let options = projections::db::prefer_unix_socket(&options).await;
     let pool = db::pool(options, config.max_connections);
