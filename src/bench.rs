@@ -37,6 +37,9 @@ enum BenchWhat {
     /// Central commands on existing aggregates from concurrent clients, beside raw JetStream
     /// publishes with the same expected-sequence header.
     Command(crate::bench_command::CommandBench),
+    /// A patient's record by id and a doctor's day of appointments from the query API under
+    /// concurrent connections, beside a bare axum handler answering as many bytes.
+    Query(crate::bench_query::QueryBench),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchWhat::Sync(bench) => runtime.block_on(sync(bench)),
         BenchWhat::Projections(bench) => runtime.block_on(crate::bench_projections::run(bench)),
         BenchWhat::Command(bench) => runtime.block_on(crate::bench_command::run(bench)),
+        BenchWhat::Query(bench) => runtime.block_on(crate::bench_query::run(bench)),
     }
 }
 
