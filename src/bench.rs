@@ -37,6 +37,9 @@ enum BenchWhat {
     /// Central commands on existing aggregates from concurrent clients, beside raw JetStream
     /// publishes with the same expected-sequence header.
     Command(crate::bench_command::CommandBench),
+    /// A patient's record by id and a doctor's day of appointments from the query API under
+    /// concurrent connections, beside a bare axum handler answering as many bytes.
+    Query(crate::bench_query::QueryBench),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchWhat::Sync(bench) => runtime.block_on(sync(bench)),
         BenchWhat::Projections(bench) => runtime.block_on(crate::bench_projections::run(bench)),
         BenchWhat::Command(bench) => runtime.block_on(crate::bench_command::run(bench)),
+        BenchWhat::Query(bench) => runtime.block_on(crate::bench_query::run(bench)),
     }
 }
 
@@ -101,11 +105,21 @@ impl Figures {
         figures
     }
 
+    /// Of two runs of the raw limit (before and after the measured one: this machine's speed
+    /// drifts), the faster, which is the limit a service is held to.
+    pub(crate) fn faster(self, other: Figures) -> Figures {
+        if other.rate() > self.rate() {
+            other
+        } else {
+            self
+        }
+    }
+
     pub(crate) fn rate(&self) -> f64 {
         self.commands as f64 / self.seconds
     }
 
-    fn percentile(&self, p: f64) -> Duration {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
@@ -161,20 +175,14 @@ impl Workload {
 }
 
 async fn load(url: &str, token: &str, workload: Arc<Workload>, bench: &EdgeBench) -> Figures {
-    let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..bench.connections {
-        let (url, token, workload) = (url.to_owned(), token.to_owned(), workload.clone());
-        tasks.spawn(async move {
-            // One connection per client, kept alive.
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .expect("a client");
-            let (mut commands, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+    http_load(
+        bench.connections,
+        bench.seconds,
+        StatusCode::CREATED,
+        |_| {
+            let (url, token, workload) = (url.to_owned(), token.to_owned(), workload.clone());
             let mut patient: Option<String> = None;
-            while Instant::now() < deadline {
+            move |client: &reqwest::Client| {
                 let body = match patient.take() {
                     Some(p) => workload.booking(&p),
                     None => {
@@ -183,24 +191,56 @@ async fn load(url: &str, token: &str, workload: Arc<Workload>, bench: &EdgeBench
                         body
                     }
                 };
-                let sent = Instant::now();
-                let response = client
+                client
                     .post(&url)
                     .bearer_auth(&token)
                     .header("content-type", "application/json")
                     .body(body.to_string())
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status() == StatusCode::CREATED => {
-                        let _ = r.bytes().await;
-                        latencies.push(sent.elapsed());
-                        commands += 1;
-                    }
+            }
+        },
+    )
+    .await
+}
+
+/// HTTP load from `connections` clients for `seconds`, each on one connection of its own kept
+/// alive, sending one request at a time: the next that its `requests` (made by `client(i)`
+/// for client `i`) builds. A request counts when it is answered `expect` and its body read;
+/// anything else is an error.
+pub(crate) async fn http_load<R>(
+    connections: usize,
+    seconds: f64,
+    expect: StatusCode,
+    mut client: impl FnMut(usize) -> R,
+) -> Figures
+where
+    R: FnMut(&reqwest::Client) -> reqwest::RequestBuilder + Send + 'static,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..connections {
+        let mut requests = client(index);
+        tasks.spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("a client");
+            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let request = requests(&client);
+                let sent = Instant::now();
+                match request.send().await {
+                    Ok(r) if r.status() == expect => match r.bytes().await {
+                        Ok(_) => {
+                            latencies.push(sent.elapsed());
+                            done += 1;
+                        }
+                        Err(_) => errors += 1,
+                    },
                     _ => errors += 1,
                 }
             }
-            (commands, errors, latencies)
+            (done, errors, latencies)
         });
     }
     let mut parts = Vec::new();
@@ -229,7 +269,7 @@ async fn bare_run(bench: &EdgeBench) -> Result<Figures> {
 
 /// The raw limit: axum parsing the same command bodies and answering 201, storing nothing.
 async fn bare_axum() -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let app = axum::Router::new().route(
+    serve_loopback(axum::Router::new().route(
         "/v1/commands",
         post(|body: Bytes| async move {
             let value: serde_json::Value = match serde_json::from_slice(&body) {
@@ -244,7 +284,14 @@ async fn bare_axum() -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()
                 Err(_) => (StatusCode::UNPROCESSABLE_ENTITY, String::new()),
             }
         }),
-    );
+    ))
+    .await
+}
+
+/// Serves `app` on a free loopback port, as the raw limit a benchmark holds a service to.
+pub(crate) async fn serve_loopback(
+    app: axum::Router,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
@@ -305,11 +352,7 @@ async fn edge(bench: EdgeBench) -> Result<()> {
             let after = bare_run(&bench).await?;
             println!("{}", before.line("bare axum handler, before"));
             println!("{}", after.line("bare axum handler, after"));
-            Some(if after.rate() > before.rate() {
-                after
-            } else {
-                before
-            })
+            Some(before.faster(after))
         }
     };
 

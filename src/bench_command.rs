@@ -189,51 +189,30 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     });
     futures::future::try_join_all(publish_plans).await?;
 
-    let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
     let per_client = bench.aggregates / bench.clients;
-    for client_index in 0..bench.clients {
-        let mine: Vec<Uuid> =
-            plans[client_index * per_client..(client_index + 1) * per_client].to_vec();
-        let (url, token) = (url.clone(), insurer_token.clone());
-        tasks.spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .expect("a client");
-            let (mut done, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+    let figures = crate::bench::http_load(
+        bench.clients,
+        bench.seconds,
+        reqwest::StatusCode::CREATED,
+        |client_index| {
+            let mine: Vec<Uuid> =
+                plans[client_index * per_client..(client_index + 1) * per_client].to_vec();
+            let (url, token) = (url.clone(), insurer_token.clone());
             let mut i = 0u64;
-            while Instant::now() < deadline {
+            move |client: &reqwest::Client| {
                 let plan = mine[(i as usize) % mine.len()];
                 i += 1;
                 let body = json!({"command_id": Uuid::now_v7(), "type": "UpdatePlanTerms",
                     "plan_id": plan, "premium_cents": 250000 + i});
-                let sent = Instant::now();
-                let response = client
+                client
                     .post(&url)
                     .bearer_auth(&token)
                     .header("content-type", "application/json")
                     .body(body.to_string())
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
-                        let _ = r.bytes().await;
-                        latencies.push(sent.elapsed());
-                        done += 1;
-                    }
-                    _ => errors += 1,
-                }
             }
-            (done, errors, latencies)
-        });
-    }
-    let mut parts = Vec::new();
-    while let Some(part) = tasks.join_next().await {
-        parts.push(part?);
-    }
-    let figures = Figures::merge(parts, started.elapsed().as_secs_f64());
+        },
+    )
+    .await;
     running.stop().await;
     let client = async_nats::connect(&bench.nats_url).await?;
     let _ = async_nats::jetstream::new(client)

@@ -40,7 +40,7 @@ pub struct ProjectionsBench {
 }
 
 /// One node's history being recorded: its chain, clock and aggregates' versions.
-struct Node {
+pub(crate) struct Node {
     key: SigningKey,
     id: NodeId,
     seq: u64,
@@ -51,7 +51,7 @@ struct Node {
 }
 
 impl Node {
-    fn new() -> Node {
+    pub(crate) fn new() -> Node {
         Node {
             key: SigningKey::generate(&mut rand_core::OsRng),
             id: NodeId::from_uuid(Uuid::now_v7()),
@@ -66,7 +66,7 @@ impl Node {
         }
     }
 
-    fn record(&mut self, event: Event) -> Envelope {
+    pub(crate) fn record(&mut self, event: Event) -> Envelope {
         self.seq += 1;
         let version = self.versions.entry(event.aggregate().id).or_insert(0);
         *version += 1;
@@ -95,7 +95,7 @@ impl Node {
     }
 }
 
-fn t<T>(r: Result<T, String>) -> T {
+pub(crate) fn t<T>(r: Result<T, String>) -> T {
     r.expect("a valid benchmark value")
 }
 
@@ -424,7 +424,10 @@ async fn delete_streams(js: &async_nats::jetstream::Context, names: &Names) {
     }
 }
 
-async fn drop_database(base: &sqlx::postgres::PgConnectOptions, db_name: &str) -> Result<()> {
+pub(crate) async fn drop_database(
+    base: &sqlx::postgres::PgConnectOptions,
+    db_name: &str,
+) -> Result<()> {
     let mut admin = sqlx::PgConnection::connect_with(&base.clone().database("postgres")).await?;
     sqlx::query(AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"

@@ -6,6 +6,7 @@ mod audit_cli;
 mod bench;
 mod bench_command;
 mod bench_projections;
+mod bench_query;
 mod command_cli;
 mod edge_cli;
 mod nats_args;

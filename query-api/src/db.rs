@@ -5,6 +5,9 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::time::Duration;
 
+/// How long a connection may wait in the pool before it is pinged when taken.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
+
 /// A pool that connects lazily: the API starts (and answers `/readyz` with 503) while
 /// PostgreSQL is down, and recovers by itself when it is back.
 pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
@@ -19,7 +22,18 @@ pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(3))
-        .test_before_acquire(true)
+        // sqlx pings every connection as it is released, so one that broke while in use never
+        // returns to the pool; pinging again on every acquire cost a round trip per query.
+        // Only a connection idle for a while (the server may have restarted since) is tested.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
 

@@ -52,7 +52,7 @@ impl KeyType {
                 chrono::DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f%#z").is_ok()
             }
             KeyType::BigInt => value.parse::<i64>().is_ok(),
-            KeyType::Text => value.len() <= 1024,
+            KeyType::Text => value.len() <= 1024 && !value.contains('\0'),
         }
     }
 }

@@ -42,7 +42,11 @@ pub struct Patient {
     pub region_code: Option<String>,
     /// The surviving record, when this one was merged into it.
     pub merged_into: Option<Uuid>,
+    /// How many diagnoses the record holds. Named apart from the record's `diagnoses` list,
+    /// which the record flattens this beside.
+    #[serde(rename = "diagnosis_count")]
     pub diagnoses: i32,
+    #[serde(rename = "note_count")]
     pub notes: i32,
     pub registered_at: DateTime<Utc>,
     pub last_event_at: DateTime<Utc>,

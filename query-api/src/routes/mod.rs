@@ -23,6 +23,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
+        // PostgreSQL text cannot hold NUL: bound as a filter, it would fail the query (500).
+        let pairs = form_urlencoded::parse(query.as_bytes());
+        if let Some((field, _)) = pairs.into_iter().find(|(_, value)| value.contains('\0')) {
+            return Err(ApiError::invalid(
+                &field,
+                "must not contain a NUL character",
+            ));
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)

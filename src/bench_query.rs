@@ -1,0 +1,411 @@
+//! `hms bench query`: the query API under concurrent connections reading a patient's record by
+//! id, and one doctor's day of appointments, beside a bare axum handler answering a fixed JSON
+//! body of the patient record's size, measured in the same run over a database seeded through
+//! the hospital projector.
+
+use anyhow::{Context, Result, bail};
+use axum::http::StatusCode;
+use domain::envelope::Envelope;
+use domain::event::*;
+use domain::values::*;
+use platform::token::Claims;
+use projections::{Fact, ReadModel as _};
+use sqlx::AssertSqlSafe;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+use crate::bench::{Figures, http_load, serve_loopback};
+use crate::bench_projections::{Node, drop_database, t};
+
+/// Appointments a doctor has in a day (30-minute slots from 08:00).
+const SLOTS_A_DAY: usize = 16;
+
+#[derive(Debug, clap::Args)]
+pub struct QueryBench {
+    /// Seconds of load on each endpoint.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Patients, shared between two hospitals; each has a diagnosis and a note, every other
+    /// one a prescription and a lab order with its result.
+    #[arg(long, default_value_t = 4_000)]
+    patients: usize,
+    /// Appointments, shared between the hospitals' doctors, 16 a day each.
+    #[arg(long, default_value_t = 8_000)]
+    appointments: usize,
+    /// Doctors in each hospital.
+    #[arg(long, default_value_t = 8)]
+    doctors: usize,
+    /// The query API's database connections (its configured default when not given).
+    #[arg(long)]
+    pool: Option<u32>,
+    /// The PostgreSQL server; the benchmark makes a database of its own there and drops it.
+    #[arg(
+        long,
+        env = "HMS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/hms"
+    )]
+    database_url: String,
+    /// The query API connects to NATS (for the edges' sync status), though nothing here uses it.
+    #[arg(long, env = "HMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+/// One hospital of the seeded database, as the load needs it.
+struct Site {
+    hospital: HospitalId,
+    doctors: Vec<UserId>,
+    patients: Vec<Uuid>,
+    /// Days with appointments, from the first.
+    days: usize,
+}
+
+/// The first day with appointments.
+fn first_day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 3, 2).expect("a date")
+}
+
+/// One hospital's history, recorded as its edge records it: patients with their records, then
+/// appointments spread over the doctors' days, half of them approved.
+fn site_history(index: usize, bench: &QueryBench) -> (Site, Vec<Envelope>) {
+    let mut node = Node::new();
+    let hospital = HospitalId::from_uuid(Uuid::now_v7());
+    let doctors: Vec<UserId> = (0..bench.doctors.max(1))
+        .map(|_| UserId::from_uuid(Uuid::now_v7()))
+        .collect();
+    let region = ["KE-30", "KE-47"][index % 2];
+    let mut out = vec![node.record(Event::HospitalRegistered(HospitalRegistered {
+        hospital_id: hospital,
+        name: t(Name::parse(&format!("Bench Hospital {index}"))),
+        region_code: t(RegionCode::parse(region)),
+    }))];
+    let patients: Vec<Uuid> = (0..bench.patients.div_ceil(2).max(1))
+        .map(|_| Uuid::now_v7())
+        .collect();
+    for (i, id) in patients.iter().enumerate() {
+        let patient = PatientId::from_uuid(*id);
+        let doctor = doctors[i % doctors.len()];
+        out.push(node.record(Event::PatientRegistered(PatientRegistered {
+            patient_id: patient,
+            hospital_id: hospital,
+            name: t(Name::parse(&format!("Amina Otieno {i}"))),
+            birth_date: t(BirthDate::parse(&format!(
+                "{}-0{}-1{}",
+                1930 + i % 90,
+                1 + i % 9,
+                i % 10
+            ))),
+            sex: [Sex::Female, Sex::Male][i % 2],
+            national_id: Some(t(NationalId::parse(&format!("B{index}{i:07}")))),
+            phone: Some(t(Phone::parse("+254712345678"))),
+            region_code: Some(t(RegionCode::parse(region))),
+        })));
+        out.push(node.record(Event::DiagnosisRecorded(DiagnosisRecorded {
+            patient_id: patient,
+            hospital_id: hospital,
+            icd10_code: t(Icd10Code::parse(["J10.1", "E11.9", "A09", "I21"][i % 4])),
+            description: t(ShortText::parse("Seen in the outpatient clinic")),
+            appointment_id: None,
+            doctor_id: doctor,
+        })));
+        out.push(node.record(Event::MedicalNoteAdded(MedicalNoteAdded {
+            patient_id: patient,
+            hospital_id: hospital,
+            note: t(LongText::parse(
+                "Rest and fluids; review in two weeks if the cough persists.",
+            )),
+            author_id: doctor,
+        })));
+        if i % 2 == 0 {
+            out.push(node.record(Event::PrescriptionIssued(PrescriptionIssued {
+                prescription_id: PrescriptionId::from_uuid(Uuid::now_v7()),
+                hospital_id: hospital,
+                patient_id: patient,
+                appointment_id: None,
+                doctor_id: doctor,
+                items: vec![PrescriptionItem {
+                    drug_code: t(DrugCode::parse("SALB100")),
+                    name: t(Name::parse("Salbutamol")),
+                    dose: t(Dose::parse("2 puffs twice a day")),
+                    quantity: t(Quantity::new(1)),
+                }],
+            })));
+            let lab_order = LabOrderId::from_uuid(Uuid::now_v7());
+            out.push(node.record(Event::LabTestOrdered(LabTestOrdered {
+                lab_order_id: lab_order,
+                hospital_id: hospital,
+                patient_id: patient,
+                test_code: t(TestCode::parse("CBC")),
+                appointment_id: None,
+                ordered_by: doctor,
+            })));
+            out.push(node.record(Event::LabResultRecorded(LabResultRecorded {
+                lab_order_id: lab_order,
+                hospital_id: hospital,
+                patient_id: patient,
+                result: t(LongText::parse("Within normal ranges")),
+                abnormal: false,
+                recorded_by: doctor,
+            })));
+        }
+    }
+    let appointments = bench.appointments.div_ceil(2);
+    let start = first_day().and_hms_opt(8, 0, 0).expect("08:00").and_utc();
+    for k in 0..appointments {
+        let doctor = doctors[k % doctors.len()];
+        let slot = k / doctors.len();
+        let starts_at = start
+            + chrono::Duration::days((slot / SLOTS_A_DAY) as i64)
+            + chrono::Duration::minutes(30 * (slot % SLOTS_A_DAY) as i64);
+        let appointment = AppointmentId::from_uuid(Uuid::now_v7());
+        out.push(node.record(Event::AppointmentBooked(AppointmentBooked {
+            appointment_id: appointment,
+            hospital_id: hospital,
+            patient_id: PatientId::from_uuid(patients[k % patients.len()]),
+            doctor_id: doctor,
+            starts_at: Timestamp::new(starts_at),
+            duration_minutes: t(DurationMinutes::new(30)),
+            reason: t(ShortText::parse("Follow-up")),
+            booked_by: doctor,
+        })));
+        if k % 2 == 0 {
+            out.push(node.record(Event::AppointmentApproved(AppointmentApproved {
+                appointment_id: appointment,
+                hospital_id: hospital,
+                reason: None,
+                approved_by: doctor,
+            })));
+        }
+    }
+    let days = appointments.div_ceil(doctors.len() * SLOTS_A_DAY).max(1);
+    let site = Site {
+        hospital,
+        doctors,
+        patients,
+        days,
+    };
+    (site, out)
+}
+
+/// Two hospitals' histories (recorded on two threads: signing is most of the cost), folded
+/// into the hospital read model by its projector's own code, batch by batch as it applies them.
+async fn seed(pool: &sqlx::PgPool, bench: &QueryBench) -> Result<Vec<Site>> {
+    let recorded: Vec<(Site, Vec<Envelope>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| s.spawn(move || site_history(i, bench)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a history thread"))
+            .collect()
+    });
+    let mut sites = Vec::new();
+    let mut facts = Vec::new();
+    for (site, envelopes) in recorded {
+        sites.push(site);
+        for envelope in envelopes {
+            facts.push(Fact {
+                stream_seq: facts.len() as u64 + 1,
+                event: envelope.event().map_err(|e| anyhow::anyhow!("{e:?}"))?,
+                envelope,
+            });
+        }
+    }
+    let model = projections::hospital::Hospital;
+    for batch in facts.chunks(1_000) {
+        let mut tx = pool.begin().await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "SET LOCAL search_path TO {}",
+            projections::hospital::Hospital::SCHEMAS.join(", ")
+        )))
+        .execute(&mut *tx)
+        .await?;
+        model.apply(&mut tx, batch).await?;
+        tx.commit().await?;
+    }
+    println!(
+        "  {} events folded into the hospital read model",
+        facts.len()
+    );
+    Ok(sites)
+}
+
+pub async fn run(bench: QueryBench) -> Result<()> {
+    if bench.connections == 0 || bench.patients == 0 || bench.appointments == 0 {
+        bail!("--connections, --patients and --appointments must be at least 1");
+    }
+    let base = projections::db::options(&bench.database_url)?;
+    let db_name = format!("hms_bench_{}", Uuid::now_v7().simple());
+    let outcome = measure(&bench, &base, &db_name).await;
+    drop_database(&base, &db_name).await?;
+    outcome
+}
+
+async fn measure(
+    bench: &QueryBench,
+    base: &sqlx::postgres::PgConnectOptions,
+    db_name: &str,
+) -> Result<()> {
+    println!(
+        "hms bench query: {} connections, {:.1} s of load per endpoint, on {} cores",
+        bench.connections,
+        bench.seconds,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "seeding {db_name}: {} patients and {} appointments in 2 hospitals of {} doctors...",
+        bench.patients, bench.appointments, bench.doctors
+    );
+    let started = Instant::now();
+    let pool = projections::db::connect(&base.clone().database(db_name), 4).await?;
+    let sites = seed(&pool, bench).await?;
+    pool.close().await;
+    println!("  seeded in {:.1} s", started.elapsed().as_secs_f64());
+
+    // The real query API, its token key pair in a directory of its own.
+    let dir = tempfile::tempdir().context("a temporary data directory")?;
+    let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
+        .load()?
+        .signer()
+        .context("the token key")?;
+    let mut config = query_api::Config::new(
+        format!(
+            "postgres://{}@{}:{}/{db_name}",
+            base.get_username(),
+            base.get_host(),
+            base.get_port()
+        ),
+        dir.path().to_owned(),
+        platform::streams::Names::new(&format!(
+            "bench{}",
+            &Uuid::now_v7().simple().to_string()[20..]
+        ))?,
+    );
+    config.listen = "127.0.0.1:0".parse()?;
+    config.nats_url = bench.nats_url.clone();
+    if let Some(pool) = bench.pool {
+        config.max_connections = pool;
+    }
+    let pool_size = config.max_connections;
+    let api = query_api::start(config).await?;
+    let base_url = format!("http://{}", api.addr);
+    let site = &sites[0];
+    let doctor = site.doctors[0];
+    let token = signer.mint(&Claims::new(
+        doctor,
+        site.hospital.into(),
+        vec![Role::Doctor],
+        None,
+        3600,
+        platform::token::unix_now(),
+    ));
+
+    // The bare handler's body: a patient's record as the API gives it, byte for byte.
+    let http = reqwest::Client::new();
+    let sample = http
+        .get(format!("{base_url}/v1/patients/{}", site.patients[0]))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    if sample.status() != StatusCode::OK {
+        bail!(
+            "the query API refused a patient: {} {}",
+            sample.status(),
+            sample.text().await?
+        );
+    }
+    let record = sample.bytes().await?;
+    let day_sample: serde_json::Value = http
+        .get(format!(
+            "{base_url}/v1/appointments?doctor_id={doctor}&date={}",
+            first_day()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let per_day = day_sample["items"].as_array().map_or(0, Vec::len);
+
+    let bare_before = bare_run(bench, record.clone(), &token).await?;
+    let patients = Arc::new(site.patients.clone());
+    let by_id = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
+        let (patients, base_url, token) = (patients.clone(), base_url.clone(), token.clone());
+        move |client: &reqwest::Client| {
+            let id = patients[fastrand::usize(..patients.len())];
+            client
+                .get(format!("{base_url}/v1/patients/{id}"))
+                .bearer_auth(&token)
+        }
+    })
+    .await;
+    let doctors = Arc::new(site.doctors.clone());
+    let days = site.days;
+    let day_list = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
+        let (doctors, base_url, token) = (doctors.clone(), base_url.clone(), token.clone());
+        move |client: &reqwest::Client| {
+            let doctor = doctors[fastrand::usize(..doctors.len())];
+            let date = first_day() + chrono::Duration::days(fastrand::usize(..days) as i64);
+            client
+                .get(format!(
+                    "{base_url}/v1/appointments?doctor_id={doctor}&date={date}"
+                ))
+                .bearer_auth(&token)
+        }
+    })
+    .await;
+    let bare_after = bare_run(bench, record.clone(), &token).await?;
+    api.stop().await;
+
+    println!(
+        "query API pool of {pool_size} connections; a patient's record is {} bytes, a doctor's day {per_day} appointments\n",
+        record.len()
+    );
+    println!(
+        "{}",
+        bare_before.line_in("bare axum handler, before", "req")
+    );
+    println!("{}", bare_after.line_in("bare axum handler, after", "req"));
+    println!("{}", by_id.line_in("GET /v1/patients/{id}", "req"));
+    println!(
+        "{}",
+        day_list.line_in("GET /v1/appointments?doctor_id&date", "req")
+    );
+    let bare = bare_before.faster(bare_after);
+    for (name, figures) in [("patient by id", &by_id), ("appointment list", &day_list)] {
+        println!(
+            "ratio {name} / bare axum: {:.2} of the throughput (target >= 0.50); p99 {:.2} ms (target < 10 ms)",
+            figures.rate() / bare.rate().max(1.0),
+            figures.percentile(0.99).as_secs_f64() * 1e3
+        );
+    }
+    let errors = bare.errors + by_id.errors + day_list.errors;
+    if errors > 0 {
+        bail!("{errors} requests failed");
+    }
+    Ok(())
+}
+
+/// The raw limit: axum answering every GET with the same bytes as a patient's record, reading
+/// nothing, under the same load (the same token sent and ignored).
+async fn bare_run(bench: &QueryBench, body: bytes::Bytes, token: &str) -> Result<Figures> {
+    let app = axum::Router::new().route(
+        "/v1/patients/{id}",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let (addr, server) = serve_loopback(app).await?;
+    let url = format!("http://{addr}/v1/patients/{}", Uuid::now_v7());
+    let figures = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
+        let (url, token) = (url.clone(), token.to_owned());
+        move |client: &reqwest::Client| client.get(&url).bearer_auth(&token)
+    })
+    .await;
+    server.abort();
+    Ok(figures)
+}
