@@ -290,6 +290,11 @@ async fn measure(
         config.max_connections = pool;
     }
     let pool_size = config.max_connections;
+    // First with the answer cache (the read models stand still during the run, so every repeat
+    // of a query is a kept answer), then with it off: every request reads PostgreSQL, as under
+    // a projector committing all the time.
+    let mut uncached_config = config.clone();
+    uncached_config.cache = false;
     let api = query_api::start(config).await?;
     let base_url = format!("http://{}", api.addr);
     let site = &sites[0];
@@ -357,8 +362,34 @@ async fn measure(
         }
     })
     .await;
-    let bare_after = bare_run(bench, record.clone(), &token).await?;
     api.stop().await;
+    let api = query_api::start(uncached_config).await?;
+    let base_url = format!("http://{}", api.addr);
+    let by_id_uncached = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
+        let (patients, base_url, token) = (patients.clone(), base_url.clone(), token.clone());
+        move |client: &reqwest::Client| {
+            let id = patients[fastrand::usize(..patients.len())];
+            client
+                .get(format!("{base_url}/v1/patients/{id}"))
+                .bearer_auth(&token)
+        }
+    })
+    .await;
+    let day_list_uncached = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
+        let (doctors, base_url, token) = (doctors.clone(), base_url.clone(), token.clone());
+        move |client: &reqwest::Client| {
+            let doctor = doctors[fastrand::usize(..doctors.len())];
+            let date = first_day() + chrono::Duration::days(fastrand::usize(..days) as i64);
+            client
+                .get(format!(
+                    "{base_url}/v1/appointments?doctor_id={doctor}&date={date}"
+                ))
+                .bearer_auth(&token)
+        }
+    })
+    .await;
+    api.stop().await;
+    let bare_after = bare_run(bench, record.clone(), &token).await?;
 
     println!(
         "query API pool of {pool_size} connections; a patient's record is {} bytes, a doctor's day {per_day} appointments\n",
@@ -374,15 +405,32 @@ async fn measure(
         "{}",
         day_list.line_in("GET /v1/appointments?doctor_id&date", "req")
     );
+    println!(
+        "{}",
+        by_id_uncached.line_in("GET /v1/patients/{id}, no cache", "req")
+    );
+    println!(
+        "{}",
+        day_list_uncached.line_in("GET /v1/appointments, no cache", "req")
+    );
     let bare = bare_before.faster(bare_after);
-    for (name, figures) in [("patient by id", &by_id), ("appointment list", &day_list)] {
+    for (name, figures) in [
+        ("patient by id", &by_id),
+        ("appointment list", &day_list),
+        ("patient by id, no cache", &by_id_uncached),
+        ("appointment list, no cache", &day_list_uncached),
+    ] {
         println!(
             "ratio {name} / bare axum: {:.2} of the throughput (target >= 0.50); p99 {:.2} ms (target < 10 ms)",
             figures.rate() / bare.rate().max(1.0),
             figures.percentile(0.99).as_secs_f64() * 1e3
         );
     }
-    let errors = bare.errors + by_id.errors + day_list.errors;
+    let errors = bare.errors
+        + by_id.errors
+        + day_list.errors
+        + by_id_uncached.errors
+        + day_list_uncached.errors;
     if errors > 0 {
         bail!("{errors} requests failed");
     }

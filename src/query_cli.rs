@@ -27,6 +27,9 @@ pub struct QueryArgs {
     /// The most PostgreSQL connections the API holds.
     #[arg(long, env = "HMS_QUERY_MAX_CONNECTIONS", default_value_t = 32)]
     max_connections: u32,
+    /// Keep JSON answers until a projector commits (`false`: every request reads PostgreSQL).
+    #[arg(long, env = "HMS_QUERY_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    cache: bool,
 }
 
 impl QueryArgs {
@@ -48,6 +51,7 @@ impl QueryArgs {
         config.jwt_public_key = self.jwt_public_key.clone();
         config.min_cell = self.public_health_min_cell;
         config.max_connections = self.max_connections;
+        config.cache = self.cache;
         Ok(config)
     }
 }

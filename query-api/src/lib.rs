@@ -39,6 +39,8 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     pub min_cell: u64,
     pub max_connections: u32,
+    /// Keep JSON answers until a projector's checkpoint moves (see [`cache`]).
+    pub cache: bool,
 }
 
 impl Config {
@@ -53,6 +55,7 @@ impl Config {
             jwt_public_key: None,
             min_cell: 11,
             max_connections: 32,
+            cache: true,
         }
     }
 }
@@ -65,7 +68,8 @@ pub struct Shared {
     pub nats: async_nats::Client,
     pub names: Names,
     pub min_cell: u64,
-    pub cache: Arc<cache::ResponseCache>,
+    /// Answers kept while the read models stand still; None when turned off.
+    pub cache: Option<Arc<cache::ResponseCache>>,
 }
 
 impl Shared {
@@ -196,20 +200,23 @@ pub fn router(shared: Shared) -> Router {
         );
     }
     let document = Arc::new(openapi);
-    let api = api
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let document = document.clone();
-                async move { axum::Json(document.as_ref().clone()) }
-            }),
-        )
-        // Outermost last: the access check runs first, then the answers kept while the read
-        // models stand still.
-        .route_layer(axum::middleware::from_fn_with_state(
-            shared.cache.clone(),
+    let api = api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { axum::Json(document.as_ref().clone()) }
+        }),
+    );
+    // Outermost last: the access check runs first, then the answers kept while the read models
+    // stand still (when the cache is on).
+    let api = match &shared.cache {
+        Some(kept) => api.route_layer(axum::middleware::from_fn_with_state(
+            kept.clone(),
             cache::serve,
-        ))
+        )),
+        None => api,
+    };
+    let api = api
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             access::authorize,
@@ -275,7 +282,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("NATS at {}", config.nats_url))?;
     let shared = Shared {
-        cache: cache::ResponseCache::start(pool.clone()),
+        cache: config
+            .cache
+            .then(|| cache::ResponseCache::start(pool.clone())),
         pool,
         verifier: Arc::new(CachingVerifier::new(verifier, 4096)),
         nats,
