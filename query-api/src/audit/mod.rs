@@ -15,7 +15,7 @@ mod verify;
 
 pub use as_of::{AsOf, AsOfError, state_as_of};
 pub use replay::{ReplayError, replay};
-pub use row::{EventRow, UnreadableRow};
+pub use row::{COLUMNS as EVENT_COLUMNS, EventRow, UnreadableRow};
 pub use verify::{Break, BreakKind, NodeReport, VerifyProgress, VerifyReport, verify};
 
 use sqlx::{PgPool, Postgres, Transaction};

@@ -7,14 +7,16 @@ use domain::values::{AggregateType, CommandId, EventId, NodeId, OrgId, Role, Tim
 use uuid::Uuid;
 
 /// Every column of `audit.events`, in the order of [`EventRow`].
-pub(crate) const COLUMNS: &str = "event_id, stream_seq, aggregate_type, aggregate_id, \
+pub const COLUMNS: &str = "event_id, stream_seq, aggregate_type, aggregate_id, \
     aggregate_version, event_type, schema_version, occurred_at, org_id, actor_user_id, actor_role, \
     node_id, node_seq, command_id, correlation_id, causation_id, prev_hash, hash, signature, payload";
 
-/// One row of `audit.events`, as stored.
-#[derive(Clone, Debug, sqlx::FromRow)]
+/// One row of `audit.events`, as stored: an event exactly as recorded, with its envelope (the
+/// audit event list serves these).
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct EventRow {
     pub event_id: Uuid,
+    /// Its position in the canonical history.
     pub stream_seq: i64,
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
@@ -25,6 +27,7 @@ pub struct EventRow {
     pub org_id: Uuid,
     pub actor_user_id: Uuid,
     pub actor_role: String,
+    /// The node that recorded it, and its place in that node's chain.
     pub node_id: Uuid,
     pub node_seq: i64,
     pub command_id: Uuid,
@@ -33,6 +36,7 @@ pub struct EventRow {
     pub prev_hash: String,
     pub hash: String,
     pub signature: String,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
 }
 

@@ -1,6 +1,7 @@
 //! The audit model, for auditors: every event as recorded, searchable; an aggregate's state at
 //! any time; every node's chain and signatures verified.
 
+use crate::audit::EventRow;
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
 use crate::routes::Params;
@@ -23,37 +24,9 @@ pub fn router() -> OpenApiRouter<Shared> {
         .routes(routes!(verify))
 }
 
-/// An event exactly as recorded, with its envelope.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct AuditEvent {
-    pub event_id: Uuid,
-    /// Its position in the canonical history.
-    pub stream_seq: i64,
-    pub aggregate_type: String,
-    pub aggregate_id: Uuid,
-    pub aggregate_version: i64,
-    pub event_type: String,
-    pub schema_version: i32,
-    pub occurred_at: DateTime<Utc>,
-    pub org_id: Uuid,
-    pub actor_user_id: Uuid,
-    pub actor_role: String,
-    /// The node that recorded it, and its place in that node's chain.
-    pub node_id: Uuid,
-    pub node_seq: i64,
-    pub command_id: Uuid,
-    pub correlation_id: Uuid,
-    pub causation_id: Uuid,
-    pub prev_hash: String,
-    pub hash: String,
-    pub signature: String,
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventPage {
-    pub items: Vec<AuditEvent>,
+    pub items: Vec<EventRow>,
     pub next: Option<String>,
 }
 
@@ -103,13 +76,7 @@ pub async fn list_events(
 ) -> Result<Response, ApiError> {
     let format = Format::from_headers(&headers)?;
     let page = Page::parse(query.limit, query.after.as_deref(), EVENT_KEYS, format)?;
-    let mut list = List::new(
-        "event_id, stream_seq, aggregate_type, aggregate_id, aggregate_version, event_type, \
-         schema_version, occurred_at, org_id, actor_user_id, actor_role, node_id, node_seq, \
-         command_id, correlation_id, causation_id, prev_hash, hash, signature, payload",
-        "audit.events",
-        EVENT_KEYS,
-    );
+    let mut list = List::new(crate::audit::EVENT_COLUMNS, "audit.events", EVENT_KEYS);
     if let Some(aggregate) = query.aggregate_id {
         list.and("aggregate_id = ", aggregate);
     }
@@ -134,7 +101,7 @@ pub async fn list_events(
     if let Some(to) = query.to {
         list.and("occurred_at < ", to);
     }
-    page::respond::<AuditEvent>(&shared.pool, list, page, format).await
+    page::respond::<EventRow>(&shared.pool, list, page, format).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
