@@ -336,58 +336,11 @@ async fn measure(
     let per_day = day_sample["items"].as_array().map_or(0, Vec::len);
 
     let bare_before = bare_run(bench, record.clone(), &token).await?;
-    let patients = Arc::new(site.patients.clone());
-    let by_id = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
-        let (patients, base_url, token) = (patients.clone(), base_url.clone(), token.clone());
-        move |client: &reqwest::Client| {
-            let id = patients[fastrand::usize(..patients.len())];
-            client
-                .get(format!("{base_url}/v1/patients/{id}"))
-                .bearer_auth(&token)
-        }
-    })
-    .await;
-    let doctors = Arc::new(site.doctors.clone());
-    let days = site.days;
-    let day_list = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
-        let (doctors, base_url, token) = (doctors.clone(), base_url.clone(), token.clone());
-        move |client: &reqwest::Client| {
-            let doctor = doctors[fastrand::usize(..doctors.len())];
-            let date = first_day() + chrono::Duration::days(fastrand::usize(..days) as i64);
-            client
-                .get(format!(
-                    "{base_url}/v1/appointments?doctor_id={doctor}&date={date}"
-                ))
-                .bearer_auth(&token)
-        }
-    })
-    .await;
+    let (by_id, day_list) = endpoint_runs(bench, site, &base_url, &token).await;
     api.stop().await;
     let api = query_api::start(uncached_config).await?;
-    let base_url = format!("http://{}", api.addr);
-    let by_id_uncached = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
-        let (patients, base_url, token) = (patients.clone(), base_url.clone(), token.clone());
-        move |client: &reqwest::Client| {
-            let id = patients[fastrand::usize(..patients.len())];
-            client
-                .get(format!("{base_url}/v1/patients/{id}"))
-                .bearer_auth(&token)
-        }
-    })
-    .await;
-    let day_list_uncached = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
-        let (doctors, base_url, token) = (doctors.clone(), base_url.clone(), token.clone());
-        move |client: &reqwest::Client| {
-            let doctor = doctors[fastrand::usize(..doctors.len())];
-            let date = first_day() + chrono::Duration::days(fastrand::usize(..days) as i64);
-            client
-                .get(format!(
-                    "{base_url}/v1/appointments?doctor_id={doctor}&date={date}"
-                ))
-                .bearer_auth(&token)
-        }
-    })
-    .await;
+    let (by_id_uncached, day_list_uncached) =
+        endpoint_runs(bench, site, &format!("http://{}", api.addr), &token).await;
     api.stop().await;
     let bare_after = bare_run(bench, record.clone(), &token).await?;
 
@@ -435,6 +388,43 @@ async fn measure(
         bail!("{errors} requests failed");
     }
     Ok(())
+}
+
+/// The two endpoints under load, one after the other: a random patient of the caller's
+/// hospital by id, then a random doctor's day of appointments.
+async fn endpoint_runs(
+    bench: &QueryBench,
+    site: &Site,
+    base_url: &str,
+    token: &str,
+) -> (Figures, Figures) {
+    let patients = Arc::new(site.patients.clone());
+    let by_id = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
+        let (patients, base_url, token) = (patients.clone(), base_url.to_owned(), token.to_owned());
+        move |client: &reqwest::Client| {
+            let id = patients[fastrand::usize(..patients.len())];
+            client
+                .get(format!("{base_url}/v1/patients/{id}"))
+                .bearer_auth(&token)
+        }
+    })
+    .await;
+    let doctors = Arc::new(site.doctors.clone());
+    let days = site.days;
+    let day_list = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
+        let (doctors, base_url, token) = (doctors.clone(), base_url.to_owned(), token.to_owned());
+        move |client: &reqwest::Client| {
+            let doctor = doctors[fastrand::usize(..doctors.len())];
+            let date = first_day() + chrono::Duration::days(fastrand::usize(..days) as i64);
+            client
+                .get(format!(
+                    "{base_url}/v1/appointments?doctor_id={doctor}&date={date}"
+                ))
+                .bearer_auth(&token)
+        }
+    })
+    .await;
+    (by_id, day_list)
 }
 
 /// The raw limit: axum answering every GET with the same bytes as a patient's record, reading
