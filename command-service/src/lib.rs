@@ -17,6 +17,7 @@ pub mod reconciler;
 pub mod writer;
 
 use anyhow::Context as _;
+use domain::rejection::Rejection;
 use domain::values::NodeId;
 use ed25519_dalek::SigningKey;
 use known::Known;
@@ -112,6 +113,8 @@ pub fn node_id_of(key: &SigningKey) -> NodeId {
 pub struct Running {
     pub addr: SocketAddr,
     pub shared: Shared,
+    /// Whether this start created the bootstrap admin (the history had none).
+    pub admin_created: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -223,9 +226,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mfa: Arc::new(auth::MfaKeys::new(mfa_key(&node_key_bytes))),
     };
     register_node(&shared, node_public).await?;
-    if let Some(password) = &config.bootstrap_admin_password {
-        bootstrap_admin(&shared, password).await?;
-    }
+    let admin_created = match &config.bootstrap_admin_password {
+        Some(password) => bootstrap_admin(&shared, password).await?,
+        None => false,
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -247,6 +251,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         shared,
+        admin_created,
         tasks,
         shutdown: Some(shutdown),
     })
@@ -290,8 +295,9 @@ async fn publish_trust(
     Ok(())
 }
 
-/// Creates the user `admin` (role admin, organisation system) on a history that has none.
-async fn bootstrap_admin(shared: &Shared, password: &str) -> anyhow::Result<()> {
+/// Creates the user `admin` (role admin, organisation system) on a history that has none;
+/// answers whether it did.
+async fn bootstrap_admin(shared: &Shared, password: &str) -> anyhow::Result<bool> {
     if shared
         .known
         .read()
@@ -300,29 +306,61 @@ async fn bootstrap_admin(shared: &Shared, password: &str) -> anyhow::Result<()> 
         .is_some()
     {
         tracing::info!("the bootstrap admin exists; HMS_BOOTSTRAP_ADMIN_PASSWORD is not used");
-        return Ok(());
+        return Ok(false);
     }
-    let user_id = domain::values::UserId::from_uuid(uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_OID,
-        b"hms-bootstrap-admin",
-    ));
     let body = serde_json::json!({
         "command_id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"hms-bootstrap-admin-command"),
         "type": "RegisterUser",
-        "user_id": user_id,
+        "user_id": bootstrap_admin_id(),
         "username": BOOTSTRAP_ADMIN,
         "password": password,
         "display_name": "Administrator",
         "org_id": domain::values::OrgId::SYSTEM,
         "roles": ["admin"],
     });
+    match record_startup_command(shared, body).await? {
+        StartupOutcome::Recorded => {
+            tracing::info!(user_id = %bootstrap_admin_id(), "bootstrap admin `admin` created");
+            Ok(true)
+        }
+        StartupOutcome::AlreadyRecorded => Ok(false),
+        StartupOutcome::Refused(r) => anyhow::bail!("the bootstrap admin was refused: {r}"),
+    }
+}
+
+/// The bootstrap admin's user id: the same on every system, so its creation is idempotent.
+pub fn bootstrap_admin_id() -> domain::values::UserId {
+    domain::values::UserId::from_uuid(uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        b"hms-bootstrap-admin",
+    ))
+}
+
+/// What a start-up command came to.
+#[derive(Debug)]
+pub enum StartupOutcome {
+    Recorded,
+    /// Its `command_id` was recorded before: nothing new.
+    AlreadyRecorded,
+    Refused(Rejection),
+}
+
+/// Records a command (a JSON body as clients send it) in the bootstrap admin's name: the work
+/// the system does for itself on start (the bootstrap admin, `hms up`'s own hospital and edge),
+/// never a client's. It goes through the writer like any command, so it is decided by the
+/// domain, chained, signed and appended with optimistic concurrency.
+pub async fn record_startup_command(
+    shared: &Shared,
+    body: serde_json::Value,
+) -> anyhow::Result<StartupOutcome> {
+    let kind = body["type"].as_str().unwrap_or("?").to_owned();
     let parsed = tokio::task::spawn_blocking(move || {
         domain::wire::parse_command(&body, &mut |p| platform::password::hash(p.expose()))
     })
     .await?
-    .map_err(|e| anyhow::anyhow!("HMS_BOOTSTRAP_ADMIN_PASSWORD: {e:?}"))?;
+    .map_err(|e| anyhow::anyhow!("{kind}: {e:?}"))?;
     let actor = domain::command::Actor {
-        user_id,
+        user_id: bootstrap_admin_id(),
         org_id: domain::values::OrgId::SYSTEM,
         roles: vec![domain::values::Role::Admin],
         patient_id: None,
@@ -334,13 +372,10 @@ async fn bootstrap_admin(shared: &Shared, password: &str) -> anyhow::Result<()> 
         traceparent: None,
     };
     match shared.writer.submit(request).await {
-        writer::Reply::Recorded(_) => {
-            tracing::info!(user_id = %user_id, "bootstrap admin `admin` created");
-            Ok(())
-        }
-        writer::Reply::AlreadyRecorded(_) => Ok(()),
-        writer::Reply::Refused(r) => anyhow::bail!("the bootstrap admin was refused: {r}"),
-        writer::Reply::Unavailable(d) => anyhow::bail!("the bootstrap admin was not recorded: {d}"),
+        writer::Reply::Recorded(_) => Ok(StartupOutcome::Recorded),
+        writer::Reply::AlreadyRecorded(_) => Ok(StartupOutcome::AlreadyRecorded),
+        writer::Reply::Refused(r) => Ok(StartupOutcome::Refused(r)),
+        writer::Reply::Unavailable(d) => anyhow::bail!("{kind} was not recorded: {d}"),
     }
 }
 

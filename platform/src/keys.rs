@@ -112,6 +112,16 @@ pub fn write_public_key(path: &Path, key: &VerifyingKey) -> Result<(), KeyError>
     sync_parent(path)
 }
 
+/// Writes (or replaces) a secret that is not a key (a generated password), mode 0600, atomically.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    let staged = stage(path, contents, PRIVATE_KEY_MODE)?;
+    staged.persist(path).map_err(|e| KeyError::Write {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    sync_parent(path)
+}
+
 /// Reads an Ed25519 public key from an SPKI PEM file.
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let pem = fs::read_to_string(path).map_err(|source| KeyError::Read {
