@@ -8,13 +8,16 @@ mod bench_command;
 mod bench_projections;
 mod bench_query;
 mod command_cli;
+mod demo;
+mod deps;
 mod edge_cli;
 mod nats_args;
 mod nats_config;
 mod project_cli;
 mod query_cli;
+mod up;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use domain::values::{OrgId, PatientId, Role, UserId};
 use platform::keys::resolve_jwt_keys;
@@ -35,12 +38,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// Run the edge agent, command service, projectors and query API in one process.
-    Up {
-        /// Run the narrated demo against the system once it is up.
-        #[arg(long)]
-        demo: bool,
-    },
+    /// Run the edge agent, command service, projectors and query API in one process, each
+    /// configured by the same environment variables as its own command; PostgreSQL and NATS are
+    /// started first where they are installed but stopped.
+    Up(up::UpArgs),
     /// Run the staff-facing edge agent of one site (or one of its tools).
     Edge(edge_cli::EdgeArgs),
     /// Run the central command service.
@@ -56,7 +57,7 @@ enum Action {
     /// Verify or replay the whole history.
     Audit(audit_cli::AuditArgs),
     /// A narrated tour of the whole system against the running services.
-    Demo,
+    Demo(demo::DemoArgs),
     /// Run a benchmark: each prints its figures beside the raw limit measured in the same run.
     Bench(bench::BenchArgs),
     /// List the commands the domain decides, with the roles that may issue each.
@@ -120,16 +121,21 @@ fn parse_org(s: &str) -> Result<OrgId, String> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    // The demo narrates on stdout; service logs would bury it, so it shows only warnings
+    // (and not the NATS client's reconnection attempts, which it narrates itself).
+    let narrated =
+        matches!(cli.action, Action::Demo(_)) || matches!(&cli.action, Action::Up(up) if up.demo);
+    init_logging(if narrated {
+        "warn,async_nats=off"
+    } else {
+        "info"
+    });
     match cli.action {
         Action::Commands => {
             print!("{}", domain::permission::describe_table());
             Ok(())
         }
-        Action::Up { .. } => not_built_yet(
-            "hms up",
-            "the services (edge agent, command service, projectors, query API)",
-        ),
+        Action::Up(args) => up::run(args),
         Action::Edge(args) => edge_cli::run(args),
         Action::Command(args) => command_cli::run(args),
         Action::Query(args) => query_cli::run(args),
@@ -138,7 +144,7 @@ fn main() -> Result<()> {
         Action::Projections(args) => project_cli::projections(args),
         // Its own exit codes: a broken chain and an unreadable database differ (audit_cli).
         Action::Audit(args) => std::process::exit(audit_cli::run(args)),
-        Action::Demo => not_built_yet("hms demo", "the demo"),
+        Action::Demo(args) => demo::run(args),
         Action::Bench(args) => bench::run(args),
         Action::NatsConfig(args) => nats_config::run(args),
     }
@@ -169,20 +175,11 @@ fn mint_token(args: TokenArgs) -> Result<()> {
     Ok(())
 }
 
-/// The subcommands exist so the shape of the system is visible, but a service that is not built
-/// says so and fails rather than pretending to run.
-fn not_built_yet(command: &str, what: &str) -> Result<()> {
-    bail!(
-        "`{command}`: {what} not built yet. What exists today is the domain: \
-         `hms commands` lists every command it decides, and `cargo test --workspace` runs its tests."
-    )
-}
-
 /// Logs go to stderr, `info` and above unless `RUST_LOG` says otherwise (for example
 /// `RUST_LOG=edge_agent=debug` for one line per command).
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

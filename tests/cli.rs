@@ -31,14 +31,6 @@ fn hms_commands_lists_every_command_of_the_contract_with_who_may_issue_it() {
 }
 
 #[test]
-fn a_service_that_is_not_built_yet_says_so_and_fails() {
-    let out = hms(&["up", "--demo"]);
-    assert!(!out.status.success(), "hms up must not pretend to run");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("not built yet"), "{err}");
-}
-
-#[test]
 fn an_unknown_subcommand_is_refused_with_usage() {
     let out = hms(&["teleport"]);
     assert_eq!(out.status.code(), Some(2));

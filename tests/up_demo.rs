@@ -1,0 +1,224 @@
+//! `hms up --demo` as a newcomer runs it: on an empty system with NATS not running, it starts
+//! NATS, creates the admin, registers its edge, runs the narrated demo to the end and keeps
+//! running; `hms demo` then runs again against it (the admin now signs in with TOTP); Ctrl-C
+//! stops everything cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every line the child prints, as it prints it (and echoed for the test's log).
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("up | {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    within: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if wanted(&line) {
+                    return line;
+                }
+            }
+            Err(e) => panic!("no such line ({e:?}); printed:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+fn url_after(seen: &[String], label: &str) -> String {
+    let line = seen
+        .iter()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{}", seen.join("\n")));
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned()
+}
+
+struct Cleanup {
+    nats_pid: Option<u32>,
+    database: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.nats_pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.database
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn hms_up_demo_runs_the_whole_tour_then_demo_runs_again_and_ctrl_c_stops_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tag = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let nats_port = free_port();
+    let mut cleanup = Cleanup {
+        nats_pid: None,
+        database: format!("hms_test_up_{tag}"),
+    };
+    let env = |command: &mut Command| {
+        command
+            .env("HMS_DATA_DIR", &data)
+            .env("HMS_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
+            .env(
+                "HMS_DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{}", cleanup.database),
+            )
+            .env("HMS_SUBJECT_PREFIX", format!("up{tag}"))
+            .env("HMS_EDGE_LISTEN", "127.0.0.1:0")
+            .env("HMS_COMMAND_LISTEN", "127.0.0.1:0")
+            .env("HMS_QUERY_LISTEN", "127.0.0.1:0")
+            .env("HMS_METRICS_LISTEN", "127.0.0.1:0")
+            .env_remove("HMS_BOOTSTRAP_ADMIN_PASSWORD")
+            .env_remove("HMS_NATS_USER")
+            .env_remove("HMS_NATS_PASSWORD")
+            .env_remove("HMS_JWT_PRIVATE_KEY")
+            .env_remove("HMS_JWT_PUBLIC_KEY")
+            .env_remove("HMS_REQUIRE_MFA")
+            .env_remove("HMS_EDGE_DB")
+            .env_remove("HMS_EDGE_NODE_ID")
+            .env_remove("HMS_EDGE_HOSPITAL_ID");
+    };
+    let mut up = Command::new(env!("CARGO_BIN_EXE_hms"));
+    up.args(["up", "--demo"]).stdout(Stdio::piped());
+    env(&mut up);
+    let mut up = up.spawn().unwrap();
+    let lines = lines_of(&mut up);
+    let mut seen = Vec::new();
+
+    let started = wait_for_line(&lines, &mut seen, Duration::from_secs(60), |l| {
+        l.contains("nats") && l.contains("started (pid")
+    });
+    cleanup.nats_pid = started
+        .rsplit_once("pid ")
+        .and_then(|(_, p)| p.trim_end_matches(')').parse().ok());
+    assert!(cleanup.nats_pid.is_some(), "{started}");
+    wait_for_line(&lines, &mut seen, Duration::from_secs(300), |l| {
+        l.starts_with("Demo complete") || l.contains("did not hold")
+    });
+    let text = seen.join("\n");
+    assert!(text.contains("Demo complete: every step held"), "{text}");
+    for step in 1..=12 {
+        assert!(
+            text.contains(&format!("[{step}/12]")),
+            "step {step} missing:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("created the user `admin` with the generated password"),
+        "{text}"
+    );
+    assert!(text.contains("registered the local edge node"), "{text}");
+    let password_file = data.join("initial-admin-password");
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the kept admin password is its owner's only");
+    let totp_file = data.join("demo-admin-totp.uri");
+    assert!(
+        std::fs::read_to_string(&totp_file)
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+
+    // `hms demo` on its own, against the running system: the admin has TOTP on now.
+    let command_url = url_after(&seen, "command service");
+    let query_url = url_after(&seen, "query API");
+    let mut again = Command::new(env!("CARGO_BIN_EXE_hms"));
+    again.args([
+        "demo",
+        "--command-url",
+        &command_url,
+        "--query-url",
+        &query_url,
+    ]);
+    env(&mut again);
+    let again = again.output().unwrap();
+    let printed = String::from_utf8_lossy(&again.stdout);
+    println!("{printed}");
+    assert!(again.status.success(), "the second demo failed:\n{printed}");
+    assert!(
+        printed.contains("admin signed in with password and TOTP code"),
+        "{printed}"
+    );
+
+    // Ctrl-C: every service stops and the process exits 0.
+    Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for_line(&lines, &mut seen, Duration::from_secs(60), |l| {
+        l == "stopped"
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hms up did not exit after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "hms up exited with {status}");
+}
+
+#[test]
+fn hms_up_names_an_unreachable_database_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hms"))
+        .arg("up")
+        .env("HMS_DATA_DIR", dir.path())
+        .env("HMS_DATABASE_URL", "postgres://postgres@127.0.0.2:5432/hms")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PostgreSQL is not reachable at 127.0.0.2:5432"),
+        "{err}"
+    );
+}
