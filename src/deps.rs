@@ -82,7 +82,7 @@ pub fn postgres_endpoint(url: &str) -> Result<Endpoint> {
     })
 }
 
-const COMPOSE_HINT: &str = "or run both in containers: `docker compose up -d nats postgres`";
+const COMPOSE_HINT: &str = "or run both in containers: `docker compose up -d nats postgres` (that NATS has accounts: then set HMS_NATS_USER=central and HMS_NATS_PASSWORD, README.md)";
 
 /// Makes sure PostgreSQL accepts connections at `at`, starting the local cluster if it is
 /// installed but stopped.

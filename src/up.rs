@@ -79,6 +79,23 @@ pub fn run(args: UpArgs) -> Result<()> {
             )
         }
     });
+    // HMS_NATS_USER is the central services' account; the edge has one of its own on a server
+    // with accounts (nats/README.md).
+    if let Some(sync) = &mut edge.sync {
+        sync.credentials = match (
+            std::env::var("HMS_EDGE_NATS_USER").ok(),
+            std::env::var("HMS_EDGE_NATS_PASSWORD").ok(),
+        ) {
+            (Some(user), Some(password)) => Some((user, password)),
+            _ => None,
+        };
+        if sync.credentials.is_none() && command.credentials.is_some() {
+            println!(
+                "  note: NATS has accounts (HMS_NATS_USER is set) but the local edge has none: set HMS_EDGE_NATS_USER and HMS_EDGE_NATS_PASSWORD (its user edge-<node id>, nats/README.md); until then it works offline"
+            );
+            edge.sync = None;
+        }
+    }
     let generated = command.bootstrap_admin_password.is_none();
     if generated {
         command.bootstrap_admin_password = Some(generate_password());

@@ -369,6 +369,10 @@ impl Demo {
         tour: &mut Tour,
     ) -> Result<(edge_agent::service::RunningEdge, link::Link)> {
         self.title("The mobile clinic's edge agent starts and receives its hospital");
+        ensure!(
+            self.credentials.is_none(),
+            "the demo's edge syncs as a development edge, without a NATS account of its own: run the demo against a NATS server without accounts (`hms up` starts one where nats-server is installed)"
+        );
         let upstream = crate::deps::nats_endpoint(&self.target.nats_url)?;
         let link = link::Link::open(upstream.to_string()).await?;
         let dir = self.target.data_dir.join("demo").join(&self.run);
