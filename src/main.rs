@@ -125,11 +125,22 @@ fn main() -> Result<()> {
     // (and not the NATS client's reconnection attempts, which it narrates itself).
     let narrated =
         matches!(cli.action, Action::Demo(_)) || matches!(&cli.action, Action::Up(up) if up.demo);
-    init_logging(if narrated {
-        "warn,async_nats=off"
-    } else {
-        "info"
-    });
+    let service = match &cli.action {
+        Action::Edge(_) => "hms-edge",
+        Action::Command(_) => "hms-command",
+        Action::Query(_) => "hms-query",
+        Action::Project(_) | Action::Projections(_) => "hms-projections",
+        Action::Demo(_) => "hms-demo",
+        _ => "hms",
+    };
+    let _telemetry = init_logging(
+        if narrated {
+            "warn,async_nats=off"
+        } else {
+            "info"
+        },
+        service,
+    );
     match cli.action {
         Action::Commands => {
             print!("{}", domain::permission::describe_table());
@@ -176,14 +187,53 @@ fn mint_token(args: TokenArgs) -> Result<()> {
 }
 
 /// Logs go to stderr, `info` and above unless `RUST_LOG` says otherwise (for example
-/// `RUST_LOG=edge_agent=debug` for one line per command).
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+/// `RUST_LOG=edge_agent=debug` for one line per command), as text or, with
+/// `HMS_LOG_FORMAT=json`, one JSON object a line. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the
+/// services' spans are exported as `service` too; the answer flushes them when dropped.
+fn init_logging(default: &str, service: &str) -> Option<platform::telemetry::Telemetry> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let format = std::env::var("HMS_LOG_FORMAT").unwrap_or_default();
+    let logs = match format.to_ascii_lowercase().as_str() {
+        "json" => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        other => {
+            if !matches!(other, "" | "text") {
+                eprintln!("HMS_LOG_FORMAT is {format:?}: text or json; logging as text");
+            }
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .boxed()
+        }
+    };
+    // Only the system's own spans are traced, not its libraries'.
+    let ours = Targets::new()
+        .with_target("hms", LevelFilter::INFO)
+        .with_target("edge_agent", LevelFilter::INFO)
+        .with_target("command_service", LevelFilter::INFO)
+        .with_target("projections", LevelFilter::INFO)
+        .with_target("query_api", LevelFilter::INFO)
+        .with_target("platform", LevelFilter::INFO);
+    let (traces, telemetry) = match platform::telemetry::otlp_layer(service) {
+        Ok(Some((layer, telemetry))) => (Some(layer.with_filter(ours)), Some(telemetry)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("traces are not exported: {e}");
+            (None, None)
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
         .init();
+    telemetry
 }
 
 /// Completes on SIGTERM or Ctrl-C: the services then finish what is in flight and stop.

@@ -12,5 +12,6 @@ pub mod problem;
 pub mod rate_limit;
 pub mod retry;
 pub mod streams;
+pub mod telemetry;
 pub mod token;
 pub mod totp;
