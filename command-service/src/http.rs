@@ -19,6 +19,7 @@ use domain::wire::{self, ParseError};
 use platform::problem::Problem;
 use serde_json::{Value, json};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// The largest body accepted (CONTRACT.md: 413 above it).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -167,8 +168,27 @@ async fn post_command(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "POST /v1/commands",
+        otel.kind = "server",
+        command = tracing::field::Empty
+    );
+    platform::telemetry::continue_from_headers(&span, &headers);
+    record_command(shared, actor, headers, body)
+        .instrument(span)
+        .await
+}
+
+/// Decides and appends one command; answers once JetStream has acknowledged its events.
+async fn record_command(
+    shared: Shared,
+    actor: domain::command::Actor,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let value = json_body(body)?;
     let (command_id, kind) = wire::peek(&value)?;
+    tracing::Span::current().record("command", kind.as_str());
     auth::require_enrolled(&shared, &actor)?;
     // A retry is answered from what is known, without parsing (or hashing) anything.
     if let Some(first) = shared
@@ -196,13 +216,14 @@ async fn post_command(
     } else {
         wire::parse_command(&value, &mut |p| platform::password::hash(p.expose()))?
     };
+    let commit = tracing::info_span!("command.append");
     let request = CommandRequest {
         parsed,
         actor,
         correlation_id: platform::http::correlation_id(&headers),
-        traceparent: platform::http::traceparent(&headers),
+        traceparent: platform::telemetry::command_traceparent(&commit, &headers),
     };
-    match write(shared.writer.submit(request)).await? {
+    match write(shared.writer.submit(request).instrument(commit)).await? {
         Reply::Recorded(result) => Ok((StatusCode::CREATED, Json(result)).into_response()),
         Reply::AlreadyRecorded(result) => Ok((StatusCode::OK, Json(result)).into_response()),
         Reply::Refused(rejection) => Err(rejection.into()),

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// The largest body a command may have (CONTRACT.md: 413 above it).
@@ -242,21 +243,43 @@ async fn post_command(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "POST /v1/commands",
+        otel.kind = "server",
+        command = tracing::field::Empty
+    );
+    platform::telemetry::continue_from_headers(&span, &headers);
+    record_command(app, actor, headers, body)
+        .instrument(span)
+        .await
+}
+
+/// Decides and records one command; answers once its events are durable.
+async fn record_command(
+    app: AppState,
+    actor: Actor,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let value = json_body(body)?;
     let (_, kind) = wire::peek(&value)?;
+    tracing::Span::current().record("command", kind.as_str());
     // Refused before the full parse: central commands may carry a password to hash.
     crate::writer::hospital_command(kind)?;
     // Hospital commands carry no password: nothing here is ever hashed.
     let parsed = wire::parse_command(&value, &mut |_| {
         unreachable!("only central commands carry a password")
     })?;
+    // The commit's span: its traceparent goes with the events, so the trace continues where
+    // they are published and applied.
+    let commit = tracing::info_span!("edge.commit");
     let request = CommandRequest {
         parsed,
         actor,
         correlation_id: platform::http::correlation_id(&headers),
-        traceparent: platform::http::traceparent(&headers),
+        traceparent: platform::telemetry::command_traceparent(&commit, &headers),
     };
-    match app.writer.submit(request).await {
+    match app.writer.submit(request).instrument(commit).await {
         Reply::Recorded(result) => Ok((StatusCode::CREATED, Json(result)).into_response()),
         Reply::AlreadyRecorded(result) => Ok((StatusCode::OK, Json(result)).into_response()),
         Reply::Refused(rejection) => Err(rejection.into()),

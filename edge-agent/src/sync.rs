@@ -720,7 +720,18 @@ async fn publish(
         headers.insert("Nats-Msg-Id", event.event_id.as_str());
         headers.insert(ORIGIN_HEADER, node);
         if let Some(traceparent) = &event.traceparent {
-            headers.insert("traceparent", traceparent.as_str());
+            // The publish continues the trace of the command that recorded the event.
+            let span = tracing::info_span!(
+                "jetstream.publish",
+                otel.kind = "producer",
+                node_seq = event.node_seq
+            );
+            platform::telemetry::continue_trace(&span, traceparent);
+            let carried = platform::telemetry::traceparent_of(&span);
+            headers.insert(
+                "traceparent",
+                carried.as_deref().unwrap_or(traceparent.as_str()),
+            );
         }
         let ack = js
             .publish_with_headers(event.subject, headers, event.body)

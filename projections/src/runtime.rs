@@ -357,6 +357,25 @@ impl<M: ReadModel> Projector<M> {
         floor: &mut Floor,
     ) -> Result<BatchOutcome, sqlx::Error> {
         let started = Instant::now();
+        // One span per traced event, continuing the trace its publisher put in the headers; each
+        // ends when the batch that applies it is committed.
+        let _applying: Vec<tracing::Span> = if platform::telemetry::enabled() {
+            batch
+                .iter()
+                .filter_map(|message| {
+                    let traceparent = message.headers.as_ref()?.get("traceparent")?;
+                    let span = tracing::info_span!(
+                        "projection.apply",
+                        otel.kind = "consumer",
+                        model = %self.key
+                    );
+                    platform::telemetry::continue_trace(&span, traceparent.as_str());
+                    Some(span)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut readings = Vec::with_capacity(batch.len());
         // Each message's stream sequence, read once; `None` for one without JetStream metadata.
         let mut seqs: Vec<Option<u64>> = Vec::with_capacity(batch.len());
