@@ -26,9 +26,28 @@ use std::net::SocketAddr;
 /// The one answer for an unknown user and a wrong password, so neither can be told apart.
 pub const WRONG_CREDENTIALS: &str = "the username or the password is wrong";
 
+/// `POST /v1/auth/login`, each answer counted by outcome.
 pub async fn login(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use platform::metrics::commands::SignIn;
+    let answer = sign_in(&shared, peer, body).await;
+    shared.metrics.sign_ins.observe(match &answer {
+        Ok(_) => SignIn::Ok,
+        Err(ApiError::MfaRequired(_)) => SignIn::MfaRequired,
+        Err(ApiError::TooManyRequests(_)) => SignIn::RateLimited,
+        Err(ApiError::Unauthorized(_) | ApiError::Refused(_)) => SignIn::Refused,
+        Err(ApiError::Malformed(_) | ApiError::Invalid(_) | ApiError::TooLarge) => SignIn::Invalid,
+        Err(ApiError::NoRoute | ApiError::Internal(_) | ApiError::Unavailable(_)) => SignIn::Failed,
+    });
+    answer
+}
+
+async fn sign_in(
+    shared: &Shared,
+    peer: SocketAddr,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let platform::http::LoginForm {
@@ -39,7 +58,7 @@ pub async fn login(
     let user = shared.known.read().expect("known").user_by_name(&username);
     if let Err(refused) = shared.limits.check(&username, peer.ip()) {
         if let Some(user) = &user {
-            failed(&shared, user, LoginFailure::RateLimited);
+            failed(shared, user, LoginFailure::RateLimited);
         }
         return Err(refused);
     }
@@ -59,7 +78,7 @@ pub async fn login(
         Some(user) if matches => user,
         Some(user) => {
             tracing::warn!(%username, %peer, "login refused: wrong password");
-            failed(&shared, &user, LoginFailure::WrongPassword);
+            failed(shared, &user, LoginFailure::WrongPassword);
             return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
         }
         None => {
@@ -69,18 +88,18 @@ pub async fn login(
     };
     if domain::user::may_log_in(&user).is_err() {
         tracing::warn!(%username, "login refused: the account is deactivated");
-        failed(&shared, &user, LoginFailure::Deactivated);
+        failed(shared, &user, LoginFailure::Deactivated);
         return Err(ApiError::Unauthorized("this account is deactivated".into()));
     }
     if let Some(enabled) = &user.mfa.enabled {
         let Some(code) = totp.as_deref().filter(|c| !c.is_empty()) else {
-            failed(&shared, &user, LoginFailure::MfaRequired);
+            failed(shared, &user, LoginFailure::MfaRequired);
             return Err(ApiError::MfaRequired(
                 "this account needs its authenticator code: send \"totp\" with the password".into(),
             ));
         };
         if !shared.mfa.check(user.user_id, enabled, code) {
-            failed(&shared, &user, LoginFailure::WrongMfaCode);
+            failed(shared, &user, LoginFailure::WrongMfaCode);
             return Err(ApiError::MfaRequired(
                 "the authenticator code is wrong or was already used".into(),
             ));
@@ -91,10 +110,10 @@ pub async fn login(
         org_id: user.org_id,
         mfa: user.mfa.enabled.is_some(),
     };
-    record(&shared, &user, event.into()).await?;
+    record(shared, &user, event.into()).await?;
     shared.limits.succeeded(&username);
     tracing::info!(%username, user_id = %user.user_id, "signed in");
-    Ok((StatusCode::OK, Json(token_body(&shared, &user))))
+    Ok((StatusCode::OK, Json(token_body(shared, &user))))
 }
 
 /// Records a refused sign-in of a known user, without making the client wait for it.

@@ -1,5 +1,5 @@
 //! The command service's HTTP API (CONTRACT.md): `POST /v1/commands` for every command,
-//! `POST /v1/auth/login` and `/v1/auth/refresh`, health. Every error leaves as
+//! `POST /v1/auth/login` and `/v1/auth/refresh`, health, metrics. Every error leaves as
 //! `application/problem+json` through [`ApiError`].
 
 use crate::Shared;
@@ -27,14 +27,19 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(shared: Shared) -> Router {
+    let count_commands = axum::middleware::from_fn_with_state(
+        shared.metrics.commands.clone(),
+        platform::metrics::commands::track,
+    );
     Router::new()
-        .route("/v1/commands", post(post_command))
+        .route("/v1/commands", post(post_command).layer(count_commands))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/mfa/enroll", post(auth::mfa_enroll))
         .route("/v1/auth/mfa/confirm", post(auth::mfa_confirm))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -162,32 +167,38 @@ pub(crate) async fn write(
     })
 }
 
+/// `POST /v1/commands`, in a span that continues the caller's trace; the answer carries the
+/// command's type for the metrics.
 async fn post_command(
     State(shared): State<Shared>,
     SignedIn(actor): SignedIn,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Response {
     let span = tracing::info_span!(
         "POST /v1/commands",
         otel.kind = "server",
         command = tracing::field::Empty
     );
     platform::telemetry::continue_from_headers(&span, &headers);
-    record_command(shared, actor, headers, body)
+    let mut kind = None;
+    let answer = record_command(shared, actor, headers, body, &mut kind)
         .instrument(span)
-        .await
+        .await;
+    platform::metrics::commands::tag(answer.into_response(), kind)
 }
 
 /// Decides and appends one command; answers once JetStream has acknowledged its events.
 async fn record_command(
     shared: Shared,
-    actor: domain::command::Actor,
+    actor: Actor,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    command_kind: &mut Option<CommandKind>,
 ) -> Result<Response, ApiError> {
     let value = json_body(body)?;
     let (command_id, kind) = wire::peek(&value)?;
+    *command_kind = Some(kind);
     tracing::Span::current().record("command", kind.as_str());
     auth::require_enrolled(&shared, &actor)?;
     // A retry is answered from what is known, without parsing (or hashing) anything.
@@ -240,4 +251,19 @@ async fn readyz(State(shared): State<Shared>) -> Result<Json<Value>, ApiError> {
         "chain_head": known.head().map(|h| h.node_seq).unwrap_or(0),
         "history_read": shared.follower.read.load(std::sync::atomic::Ordering::Relaxed),
     })))
+}
+
+/// `GET /metrics`, the Prometheus text format: commands by type and outcome with their latency,
+/// the writer's batches, sign-ins by outcome. It needs no token: it holds counts by command
+/// type, outcome and status, never personal data or an id.
+async fn metrics(State(shared): State<Shared>) -> Response {
+    let mut text = platform::metrics::Exposition::new();
+    shared.metrics.commands.write(&mut text);
+    text.histogram(
+        "hms_writer_batch_commands",
+        "Commands (and the service's own facts) decided together by the writer and appended to JetStream together",
+    )
+    .histogram(&[], shared.writer.batch_sizes());
+    shared.metrics.sign_ins.write(&mut text);
+    platform::metrics::response(text)
 }

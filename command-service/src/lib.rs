@@ -89,6 +89,15 @@ pub struct Shared {
     pub require_mfa: bool,
     pub reconciler: Arc<reconciler::Progress>,
     pub mfa: Arc<auth::MfaKeys>,
+    /// Commands and sign-ins counted as they are answered (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the service counts as requests are answered.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub commands: Arc<platform::metrics::commands::CommandMetrics>,
+    pub sign_ins: platform::metrics::commands::SignInMetrics,
 }
 
 /// The service's node: its id is derived from its key, so the key file is its whole identity.
@@ -224,6 +233,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         require_mfa: config.require_mfa,
         reconciler: reconciled,
         mfa: Arc::new(auth::MfaKeys::new(mfa_key(&node_key_bytes))),
+        metrics: Arc::default(),
     };
     register_node(&shared, node_public).await?;
     let admin_created = match &config.bootstrap_admin_password {

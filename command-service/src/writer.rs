@@ -28,6 +28,7 @@ use domain::state::Stamp;
 use domain::values::{CommandId, EventId, NodeId, Timestamp};
 use domain::wire::{CommandResult, ParsedCommand};
 use ed25519_dalek::SigningKey;
+use platform::metrics::{Buckets, Histogram};
 use platform::streams::Names;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -97,9 +98,16 @@ impl Job {
 #[derive(Clone, Debug)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    batch_sizes: Arc<Histogram>,
 }
 
 impl Writer {
+    /// How many jobs (commands, and the service's own facts) each batch decided and appended
+    /// together.
+    pub fn batch_sizes(&self) -> &Histogram {
+        &self.batch_sizes
+    }
+
     pub async fn submit(&self, request: CommandRequest) -> Reply {
         let (reply, answer) = oneshot::channel();
         if self.jobs.send(Job::Command(request, reply)).await.is_err() {
@@ -136,8 +144,9 @@ pub struct WriterParts {
 pub fn start(parts: WriterParts) -> (Writer, tokio::task::JoinHandle<()>) {
     let (jobs, queue) = mpsc::channel(QUEUE);
     let head = parts.known.read().expect("known").head();
-    let task = tokio::spawn(run(parts, head, queue));
-    (Writer { jobs }, task)
+    let batch_sizes = Arc::new(Histogram::new(&Buckets::SIZES));
+    let task = tokio::spawn(run(parts, head, queue, batch_sizes.clone()));
+    (Writer { jobs, batch_sizes }, task)
 }
 
 /// A job with its attempts so far.
@@ -147,7 +156,12 @@ struct Waiting {
     attempts: u32,
 }
 
-async fn run(parts: WriterParts, mut head: Option<ChainHead>, mut queue: mpsc::Receiver<Job>) {
+async fn run(
+    parts: WriterParts,
+    mut head: Option<ChainHead>,
+    mut queue: mpsc::Receiver<Job>,
+    batch_sizes: Arc<Histogram>,
+) {
     let mut retry: VecDeque<Waiting> = VecDeque::new();
     loop {
         let mut batch: Vec<Waiting> = Vec::new();
@@ -169,6 +183,7 @@ async fn run(parts: WriterParts, mut head: Option<ChainHead>, mut queue: mpsc::R
                 Err(_) => break,
             }
         }
+        batch_sizes.observe(batch.len() as u64);
         let again = write_batch(&parts, &mut head, batch).await;
         retry.extend(again);
     }

@@ -133,8 +133,25 @@ impl Logins {
     }
 }
 
+/// `POST /v1/auth/login`, each answer counted by outcome.
 pub async fn login(
     State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use platform::metrics::commands::SignIn;
+    let answer = sign_in(&app, body).await;
+    app.metrics.sign_ins.observe(match &answer {
+        Ok(_) => SignIn::Ok,
+        Err(ApiError::Unauthorized(_)) => SignIn::Refused,
+        Err(ApiError::TooManyRequests(_)) => SignIn::RateLimited,
+        Err(ApiError::Malformed(_) | ApiError::Invalid(_) | ApiError::TooLarge) => SignIn::Invalid,
+        Err(_) => SignIn::Failed,
+    });
+    answer
+}
+
+async fn sign_in(
+    app: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     // A TOTP code is for central logins: accepted and not needed here.

@@ -1,5 +1,6 @@
 //! The staff-facing HTTP API of the edge (CONTRACT.md): `POST /v1/commands`, the local reads,
-//! sync status, health. Every error leaves as `application/problem+json` through [`ApiError`].
+//! sync status, health, metrics. Every error leaves as `application/problem+json` through
+//! [`ApiError`].
 
 use crate::log::Identity;
 use crate::views;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub damage: Arc<Mutex<Option<String>>>,
     pub sync: crate::sync::SharedState,
     pub logins: Arc<crate::auth::Logins>,
+    pub metrics: Arc<crate::metrics::EdgeMetrics>,
 }
 
 /// Read-only connections to the log file for the local reads. WAL lets them read beside the
@@ -89,8 +91,12 @@ impl Readers {
 }
 
 pub fn router(state: AppState) -> Router {
+    let count_commands = axum::middleware::from_fn_with_state(
+        state.metrics.commands.clone(),
+        platform::metrics::commands::track,
+    );
     Router::new()
-        .route("/v1/commands", post(post_command))
+        .route("/v1/commands", post(post_command).layer(count_commands))
         .route("/v1/patients", get(search_patients))
         .route("/v1/patients/{patient_id}", get(get_patient))
         .route("/v1/appointments", get(list_appointments))
@@ -99,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/claims/{claim_id}", get(get_claim))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::endpoint))
         .fallback(|| async { ApiError::NoRoute })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -237,21 +244,25 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Ap
     Ok(platform::http::json_body(body)?)
 }
 
+/// `POST /v1/commands`, in a span that continues the caller's trace; the answer carries the
+/// command's type for the metrics.
 async fn post_command(
     State(app): State<AppState>,
     Staff(actor): Staff,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Response {
     let span = tracing::info_span!(
         "POST /v1/commands",
         otel.kind = "server",
         command = tracing::field::Empty
     );
     platform::telemetry::continue_from_headers(&span, &headers);
-    record_command(app, actor, headers, body)
+    let mut kind = None;
+    let answer = record_command(app, actor, headers, body, &mut kind)
         .instrument(span)
-        .await
+        .await;
+    platform::metrics::commands::tag(answer.into_response(), kind)
 }
 
 /// Decides and records one command; answers once its events are durable.
@@ -260,9 +271,11 @@ async fn record_command(
     actor: Actor,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    command_kind: &mut Option<domain::command::CommandKind>,
 ) -> Result<Response, ApiError> {
     let value = json_body(body)?;
     let (_, kind) = wire::peek(&value)?;
+    *command_kind = Some(kind);
     tracing::Span::current().record("command", kind.as_str());
     // Refused before the full parse: central commands may carry a password to hash.
     crate::writer::hospital_command(kind)?;

@@ -7,7 +7,8 @@
 //! - [`writer`]: the single writer thread and its group commit;
 //! - [`http`]: the staff-facing API; [`auth`]: sign-in with synced credentials, offline too; [`service`]: start-up, identity, keys and a clean stop;
 //! - [`sync`]: outbound replay of the log into JetStream, the marks and status;
-//! - [`inbound`]: central events (this hospital's, plans, insurers) into the log and views.
+//! - [`inbound`]: central events (this hospital's, plans, insurers) into the log and views;
+//! - [`metrics`]: the Prometheus figures on `GET /metrics`.
 
 pub mod auth;
 pub mod facts;
@@ -15,6 +16,7 @@ pub mod fixture;
 pub mod http;
 pub mod inbound;
 pub mod log;
+pub mod metrics;
 pub mod service;
 pub mod sync;
 pub mod views;

@@ -316,6 +316,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         identity,
         damage: damage.clone(),
         sync: sync_state,
+        metrics: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

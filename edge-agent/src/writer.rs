@@ -12,6 +12,7 @@ use domain::rejection::Rejection;
 use domain::state::Stamp;
 use domain::values::{CommandId, EventId, Timestamp};
 use domain::wire::ParsedCommand;
+use platform::metrics::{Buckets, Histogram};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,14 +56,28 @@ enum Job {
 }
 
 /// Figures the rest of the edge reads without asking the writer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     /// The `node_seq` of the last event committed.
     pub last_seq: AtomicU64,
     pub batches: AtomicU64,
     pub commands: AtomicU64,
+    /// How many commands each batch decided together (and committed in one transaction).
+    pub batch_sizes: Histogram,
     /// Woken after each commit that recorded events (sync waits on it).
     pub committed: Arc<tokio::sync::Notify>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            last_seq: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            batch_sizes: Histogram::new(&Buckets::SIZES),
+            committed: Arc::default(),
+        }
+    }
 }
 
 /// The handle requests use; the writer thread stops once every handle is dropped, after it has
@@ -193,6 +208,7 @@ fn commit_batch(
 ) {
     let node_id = log.identity().node_id;
     let started = std::time::Instant::now();
+    progress.batch_sizes.observe(batch.len() as u64);
     let mut appends: Vec<Append> = Vec::new();
     let mut steps = Vec::with_capacity(batch.len());
     let mut first_in_batch: HashMap<CommandId, usize> = HashMap::new();

@@ -1,19 +1,21 @@
-//! Prometheus metrics of the projectors, served as text on `HMS_METRICS_LISTEN`.
+//! The projectors' figures, by read model, and the listener of `HMS_METRICS_LISTEN` that serves
+//! them (`GET /metrics`) beside `GET /healthz` and `GET /readyz`.
 
+use platform::metrics::{Exposition, Histogram};
+use sqlx::PgPool;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Upper bounds of the batch-latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
-
 /// A figure's name, its help text, and where it is kept.
 type Figure = (&'static str, &'static str, fn(&ModelMetrics) -> &AtomicU64);
 
+/// How long `/readyz` waits for PostgreSQL before it answers 503.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The figures of one read model's projector.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ModelMetrics {
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
@@ -22,22 +24,26 @@ pub struct ModelMetrics {
     /// Messages in the stream after the last one applied.
     pub lag: AtomicU64,
     pub checkpoint: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_micros: AtomicU64,
+    batch_latency: Histogram,
+}
+
+impl Default for ModelMetrics {
+    fn default() -> Self {
+        ModelMetrics {
+            applied: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            lag: AtomicU64::new(0),
+            checkpoint: AtomicU64::new(0),
+            batch_latency: Histogram::latency(),
+        }
+    }
 }
 
 impl ModelMetrics {
     pub fn observe_batch(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.batch_latency.observe_duration(took);
     }
 }
 
@@ -59,9 +65,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every figure.
-    pub fn render(&self) -> String {
+    pub fn render(&self) -> Exposition {
         let models = self.models.lock().expect("metrics").clone();
-        let mut out = String::new();
+        let mut text = Exposition::new();
         let counters: [Figure; 4] = [
             (
                 "hms_projection_events_applied_total",
@@ -85,13 +91,9 @@ impl Metrics {
             ),
         ];
         for (name, help, field) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut family = text.counter(name, help);
             for (model, m) in &models {
-                let _ = writeln!(
-                    out,
-                    "{name}{{model=\"{model}\"}} {}",
-                    field(m).load(Ordering::Relaxed)
-                );
+                family.sample(&[("model", model)], field(m).load(Ordering::Relaxed));
             }
         }
         let gauges: [Figure; 2] = [
@@ -107,56 +109,76 @@ impl Metrics {
             ),
         ];
         for (name, help, field) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            let mut family = text.gauge(name, help);
             for (model, m) in &models {
-                let _ = writeln!(
-                    out,
-                    "{name}{{model=\"{model}\"}} {}",
-                    field(m).load(Ordering::Relaxed)
-                );
+                family.sample(&[("model", model)], field(m).load(Ordering::Relaxed));
             }
         }
-        let name = "hms_projection_batch_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to apply and commit one batch\n# TYPE {name} histogram"
+        let mut family = text.histogram(
+            "hms_projection_batch_seconds",
+            "Time to apply and commit one batch",
         );
         for (model, m) in &models {
-            for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&m.latency_buckets) {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{model=\"{model}\",le=\"{bound}\"}} {}",
-                    bucket.load(Ordering::Relaxed)
-                );
-            }
-            let count = m.latency_count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{model=\"{model}\",le=\"+Inf\"}} {count}\n{name}_sum{{model=\"{model}\"}} {}\n{name}_count{{model=\"{model}\"}} {count}",
-                m.latency_micros.load(Ordering::Relaxed) as f64 / 1e6
-            );
+            family.histogram(&[("model", model)], &m.batch_latency);
         }
-        out
+        text
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) -> std::io::Result<()> {
+/// Serves, on `listener` until the task is dropped: `GET /metrics` (the figures), `GET /healthz`
+/// (200 while the process answers) and `GET /readyz` (200 when PostgreSQL answers, 503
+/// otherwise).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    pool: PgPool,
+) -> std::io::Result<()> {
+    use axum::Json;
     use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
+    use serde_json::json;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { metrics_endpoint(&metrics) }
+            }),
+        )
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let pool = pool.clone();
+                async move { readyz(&pool).await }
+            }),
+        );
     axum::serve(listener, app).await
+}
+
+/// `GET /metrics`. No token: the figures are counts by read model, with no personal data.
+fn metrics_endpoint(metrics: &Metrics) -> axum::response::Response {
+    platform::metrics::response(metrics.render())
+}
+
+/// `GET /readyz`: the read models' database answers.
+async fn readyz(pool: &PgPool) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answered = tokio::time::timeout(READY_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await;
+    match answered {
+        Ok(Ok(_)) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!("not ready: PostgreSQL: {e}");
+            platform::problem::Problem::unavailable(
+                "PostgreSQL, where the read models are, cannot be reached",
+            )
+            .into_response()
+        }
+        Err(_) => {
+            tracing::warn!("not ready: PostgreSQL did not answer in {READY_TIMEOUT:?}");
+            platform::problem::Problem::unavailable(
+                "PostgreSQL, where the read models are, does not answer",
+            )
+            .into_response()
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! `hms project`: every read model's projector in one process, and the metrics endpoint.
+//! `hms project`: every read model's projector in one process, and the listener of its
+//! metrics and health (`/metrics`, `/healthz`, `/readyz`).
 
 use crate::audit::Audit;
 use crate::hospital::Hospital;
@@ -25,7 +26,8 @@ pub struct Config {
     pub nats_url: String,
     /// `HMS_NATS_USER` / `HMS_NATS_PASSWORD` (the `central` user of `nats/server.conf`).
     pub credentials: Option<(String, String)>,
-    /// `HMS_METRICS_LISTEN`; `None` serves no metrics.
+    /// `HMS_METRICS_LISTEN`, where `/metrics`, `/healthz` and `/readyz` are served; `None`
+    /// serves none.
     pub metrics_listen: Option<String>,
     /// The key of the public-health pseudonyms: only the projector holds it.
     pub pseudonym_key: PseudonymKey,
@@ -146,8 +148,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::info!(%addr, "projector metrics on http://{addr}/metrics");
         metrics_addr = Some(addr);
         let served = metrics.clone();
+        let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, served).await {
+            if let Err(e) = crate::metrics::serve(listener, served, pool).await {
                 tracing::error!("the metrics endpoint stopped: {e}");
             }
         }));

@@ -208,33 +208,90 @@ async fn metrics_show_what_each_projector_did() {
     let events = hospitals(&mut node, 12);
     publish(&js, &prefix, &events, false).await;
     publish(&js, &prefix, &events[..5], true).await;
+    js.publish(format!("{prefix}.events.x.hospital.y"), "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let mut config = config(&db, &prefix);
     config.metrics_listen = Some("127.0.0.1:0".to_owned());
     let running = projections::start(config).await.unwrap();
     wait_for(
         &db.pool,
         "SELECT min(stream_seq) FROM projection.checkpoints",
-        17,
+        18,
     )
     .await;
     let addr = running.metrics_addr.unwrap();
-    let body = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
+    let response = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        platform::metrics::CONTENT_TYPE
+    );
+    let body = response.text().await.unwrap();
+    let samples = platform::metrics::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     for model in ["audit", "hospital", "insurance", "public_health"] {
-        for line in [
-            format!("hms_projection_events_applied_total{{model=\"{model}\"}} 12"),
-            format!("hms_projection_duplicates_dropped_total{{model=\"{model}\"}} 5"),
-            format!("hms_projection_checkpoint{{model=\"{model}\"}} 17"),
-            format!("hms_projection_lag_events{{model=\"{model}\"}} 0"),
-        ] {
-            assert!(body.contains(&line), "{line} missing from:\n{body}");
-        }
+        let value = |name: &str| samples.get(name, &[("model", model)]);
+        assert_eq!(
+            value("hms_projection_events_applied_total"),
+            Some(12.0),
+            "{model}"
+        );
+        assert_eq!(
+            value("hms_projection_duplicates_dropped_total"),
+            Some(5.0),
+            "{model}"
+        );
+        assert_eq!(
+            value("hms_projection_events_parked_total"),
+            Some(1.0),
+            "{model}"
+        );
+        assert_eq!(value("hms_projection_checkpoint"), Some(18.0), "{model}");
+        assert_eq!(value("hms_projection_lag_events"), Some(0.0), "{model}");
+        assert!(
+            value("hms_projection_batch_seconds_count").unwrap() >= 1.0,
+            "{model}"
+        );
     }
-    assert!(body.contains("hms_projection_batch_seconds_count{model=\"audit\"}"));
     running.stop().await;
     db.drop().await;
+}
+
+#[tokio::test]
+async fn the_metrics_listener_answers_health_and_readiness() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    jetstream(&prefix).await;
+    let mut config = config(&db, &prefix);
+    config.metrics_listen = Some("127.0.0.1:0".to_owned());
+    let running = projections::start(config).await.unwrap();
+    let base = format!("http://{}", running.metrics_addr.unwrap());
+    let get = |path: &'static str| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    assert_eq!(get("/healthz").await.status(), 200);
+    assert_eq!(get("/readyz").await.status(), 200);
+
+    // The read models' database goes away: alive, no longer ready.
+    db.drop().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let unready = loop {
+        let response = get("/readyz").await;
+        if response.status() == 503 || std::time::Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(unready.status(), 503);
+    assert_eq!(
+        unready.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(get("/healthz").await.status(), 200);
+    running.stop().await;
 }

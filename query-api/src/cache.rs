@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lru::LruCache;
+use platform::metrics::Counter;
 use sqlx::PgPool;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -56,6 +57,10 @@ struct Entry {
 pub struct ResponseCache {
     entries: Mutex<LruCache<CacheKey, Entry>>,
     version: watch::Receiver<Option<String>>,
+    /// Answers served from the cache.
+    pub hits: Counter,
+    /// Answers the cache could have served but did not hold (or held from older checkpoints).
+    pub misses: Counter,
 }
 
 impl ResponseCache {
@@ -66,6 +71,8 @@ impl ResponseCache {
         let cache = std::sync::Arc::new(ResponseCache {
             entries: Mutex::new(LruCache::new(NonZeroUsize::new(ENTRIES).expect("non-zero"))),
             version: rx,
+            hits: Counter::default(),
+            misses: Counter::default(),
         });
         let weak = std::sync::Arc::downgrade(&cache);
         tokio::spawn(async move {
@@ -126,8 +133,10 @@ pub async fn serve(
         .get(&key)
         .and_then(|entry| (entry.version == version).then(|| entry.body.clone()));
     if let Some(body) = kept {
+        cache.hits.inc();
         return json(body);
     }
+    cache.misses.inc();
     let response = next.run(request).await;
     if response.status() != StatusCode::OK
         || response.headers().get(header::CONTENT_TYPE)

@@ -1,13 +1,14 @@
 //! `hms query`: the read models served over HTTP, each to the role and organisation allowed to
 //! see it ([`access`]), keyset-paginated and exportable as CSV or NDJSON ([`page`]), documented
-//! by an OpenAPI 3.1 document generated with the routes (`/openapi.json`, `/docs`). It only
-//! reads: its database sessions are read-only.
+//! by an OpenAPI 3.1 document generated with the routes (`/openapi.json`, `/docs`), with its
+//! figures on `/metrics` ([`metrics`]). It only reads: its database sessions are read-only.
 
 pub mod access;
 pub mod audit;
 pub mod cache;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod page;
 pub mod public_health;
 pub mod routes;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub min_cell: u64,
     /// Answers kept while the read models stand still; None when turned off.
     pub cache: Option<Arc<cache::ResponseCache>>,
+    /// Requests by route template and status class (`GET /metrics`).
+    pub routes: Arc<platform::metrics::routes::RouteMetrics>,
 }
 
 impl Shared {
@@ -190,7 +193,8 @@ pub fn paths(openapi: &utoipa::openapi::OpenApi) -> Vec<String> {
     openapi.paths.paths.keys().cloned().collect()
 }
 
-/// The whole HTTP service: the routes behind the access check, `/openapi.json`, `/docs`.
+/// The whole HTTP service: the routes behind the access check, `/openapi.json`, `/docs`,
+/// `/metrics`, every request counted by its route template.
 pub fn router(shared: Shared) -> Router {
     let (api, openapi) = api();
     for path in paths(&openapi) {
@@ -225,13 +229,18 @@ pub fn router(shared: Shared) -> Router {
         .method_not_allowed_fallback(|| async {
             platform::problem::Problem::new(405, "this route is read with GET")
         })
-        .with_state(shared);
+        .route("/metrics", axum::routing::get(metrics::endpoint))
+        .with_state(shared.clone());
     api.merge(swagger_ui_dist::generate_routes(
         swagger_ui_dist::ApiDefinition {
             uri_prefix: "/docs",
             api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
             title: Some("HMS query API"),
         },
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        shared.routes,
+        platform::metrics::routes::track,
     ))
 }
 
@@ -290,6 +299,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         nats,
         names: config.names.clone(),
         min_cell: config.min_cell,
+        routes: Arc::new(metrics::route_metrics(&api().1)),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -373,3 +373,43 @@ pub async fn wait_for_answers(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The secret of an `otpauth://` URI, as an authenticator app reads it.
+pub fn secret_of(uri: &str) -> platform::totp::TotpSecret {
+    let encoded = uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .expect("a secret in the URI");
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut bytes) = (0u32, 0u64, Vec::new());
+    for c in encoded.bytes() {
+        let index = alphabet.iter().position(|a| *a == c).expect("base32") as u64;
+        value = (value << 5) | index;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((value >> bits) as u8);
+        }
+    }
+    platform::totp::TotpSecret::from_bytes(bytes.try_into().expect("20 bytes"))
+}
+
+pub fn code(secret: &platform::totp::TotpSecret, offset_seconds: i64) -> String {
+    let now = platform::token::unix_now() + offset_seconds;
+    platform::totp::format_code(platform::totp::code_at(secret, now as u64))
+}
+
+/// `POST /v1/auth/login`, with a TOTP code when given.
+pub async fn login(
+    service: &Service,
+    username: &str,
+    password: &str,
+    totp: Option<&str>,
+) -> Answer {
+    let mut body = json!({"username": username, "password": password});
+    if let Some(totp) = totp {
+        body["totp"] = json!(totp);
+    }
+    service.post(None, "/v1/auth/login", &body).await
+}
