@@ -318,3 +318,49 @@ fn hms_audit_names_a_database_it_cannot_read_with_its_own_exit_code_and_writes_n
         "no file, not even a partial one"
     );
 }
+
+#[test]
+fn with_hms_log_format_json_every_log_line_is_a_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = Command::new(env!("CARGO_BIN_EXE_hms"))
+        .args(["edge", "--offline"])
+        .env("HMS_DATA_DIR", dir.path())
+        .env("HMS_EDGE_LISTEN", "127.0.0.1:0")
+        .env("HMS_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("HMS_JWT_PRIVATE_KEY")
+        .env_remove("HMS_JWT_PUBLIC_KEY")
+        .env_remove("HMS_EDGE_DB")
+        .env_remove("HMS_EDGE_NODE_ID")
+        .env_remove("HMS_EDGE_HOSPITAL_ID")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = edge.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = Vec::new();
+    // Up to the line that says where it listens (CONTRACT.md: one line with the address).
+    let listening = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the edge stopped; it logged:\n{}", seen.join("\n")))
+            .unwrap();
+        let entry: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+        seen.push(line);
+        if entry["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("listening"))
+        {
+            break entry;
+        }
+    };
+    assert_eq!(listening["level"], "INFO");
+    let _ = edge.kill();
+    let _ = edge.wait();
+}
