@@ -122,7 +122,7 @@ fn parse_org(s: &str) -> Result<OrgId, String> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The demo narrates on stdout; service logs would bury it, so it shows only warnings
-    // (and not the NATS client's reconnection attempts, which it narrates itself).
+    // (and not the NATS client's or the edge's reconnection attempts: it narrates the outage).
     let narrated =
         matches!(cli.action, Action::Demo(_)) || matches!(&cli.action, Action::Up(up) if up.demo);
     let service = match &cli.action {
@@ -135,7 +135,7 @@ fn main() -> Result<()> {
     };
     let _telemetry = init_logging(
         if narrated {
-            "warn,async_nats=off"
+            "warn,async_nats=off,edge_agent::sync=error"
         } else {
             "info"
         },
