@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 pub const ORIGIN_HEADER: &str = "Hms-Origin-Node";
 
 /// Most events read from the log and published in one round.
-const ROUND: usize = 1000;
+const ROUND: usize = 5000;
 /// Most publish acknowledgements awaited at once.
 const ACKS_IN_FLIGHT: usize = 256;
 /// Rows kept in the sync log.
@@ -720,14 +720,19 @@ async fn publish(
         headers.insert("Nats-Msg-Id", event.event_id.as_str());
         headers.insert(ORIGIN_HEADER, node);
         if let Some(traceparent) = &event.traceparent {
-            // The publish continues the trace of the command that recorded the event.
-            let span = tracing::info_span!(
-                "jetstream.publish",
-                otel.kind = "producer",
-                node_seq = event.node_seq
-            );
-            platform::telemetry::continue_trace(&span, traceparent);
-            let carried = platform::telemetry::traceparent_of(&span);
+            // The publish continues the trace of the command that recorded the event (a span
+            // is made only when traces are exported: this loop is the replay's hot path).
+            let carried = platform::telemetry::enabled()
+                .then(|| {
+                    let span = tracing::info_span!(
+                        "jetstream.publish",
+                        otel.kind = "producer",
+                        node_seq = event.node_seq
+                    );
+                    platform::telemetry::continue_trace(&span, traceparent);
+                    platform::telemetry::traceparent_of(&span)
+                })
+                .flatten();
             headers.insert(
                 "traceparent",
                 carried.as_deref().unwrap_or(traceparent.as_str()),
