@@ -175,12 +175,7 @@ async fn post_command(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let span = tracing::info_span!(
-        "POST /v1/commands",
-        otel.kind = "server",
-        command = tracing::field::Empty
-    );
-    platform::telemetry::continue_from_headers(&span, &headers);
+    let span = platform::telemetry::command_request_span(&headers);
     let mut kind = None;
     let answer = record_command(shared, actor, headers, body, &mut kind)
         .instrument(span)

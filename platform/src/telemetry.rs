@@ -111,6 +111,18 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// The span of one `POST /v1/commands` (at an edge or the command service), continuing the
+/// caller's trace; the handler records the command's type in its `command` field.
+pub fn command_request_span(headers: &axum::http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "POST /v1/commands",
+        otel.kind = "server",
+        command = tracing::field::Empty
+    );
+    continue_from_headers(&span, headers);
+    span
+}
+
 /// Continues, in `span` (a server's span of one request), the trace of the caller's
 /// `traceparent` header, if it sent one.
 pub fn continue_from_headers(span: &tracing::Span, headers: &axum::http::HeaderMap) {
