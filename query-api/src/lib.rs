@@ -132,6 +132,38 @@ pub struct ProblemDoc {
     pub errors: Option<Vec<FieldErrorDoc>>,
 }
 
+/// The problems every list route documents: 401, 403, 406 (an `Accept` it cannot serve), 422
+/// and 503. Listed in a route's `responses(...)` after its 200.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum ListErrors {
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(ProblemDoc),
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(ProblemDoc),
+    #[response(status = 406, content_type = "application/problem+json")]
+    NotAcceptable(ProblemDoc),
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(ProblemDoc),
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(ProblemDoc),
+}
+
+/// The problems every route reading one object documents: 401, 403, 404 (none, or another
+/// tenant's), 422 and 503.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum RecordErrors {
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(ProblemDoc),
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(ProblemDoc),
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(ProblemDoc),
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(ProblemDoc),
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(ProblemDoc),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FieldErrorDoc {
     pub field: String,

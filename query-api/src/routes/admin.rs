@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
 use crate::routes::Params;
-use crate::{ProblemDoc, Shared};
+use crate::{ListErrors, Shared};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -92,11 +92,7 @@ pub struct SyncStatusQuery {
     responses(
         (status = 200, description = "A page of edge nodes (or CSV / NDJSON of all)", content(
             (SyncStatusPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn sync_status(
@@ -206,11 +202,7 @@ pub struct OrganisationQuery {
     responses(
         (status = 200, description = "A page of organisations (or CSV / NDJSON of all)", content(
             (OrganisationPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn organisations(

@@ -5,7 +5,7 @@ use crate::audit::EventRow;
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
 use crate::routes::Params;
-use crate::{ProblemDoc, Shared};
+use crate::{ListErrors, ProblemDoc, RecordErrors, Shared};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -62,11 +62,7 @@ pub struct EventQuery {
     responses(
         (status = 200, description = "A page of events (or CSV / NDJSON of all)", content(
             (AuditEventPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_events(
@@ -122,11 +118,7 @@ pub struct AsOfQuery {
     ),
     responses(
         (status = 200, body = crate::audit::AsOf),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        RecordErrors,
     ),
     security(("bearer" = [])))]
 pub async fn aggregate_as_of(

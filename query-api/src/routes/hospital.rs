@@ -6,7 +6,7 @@ use crate::access::Caller;
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
 use crate::routes::Params;
-use crate::{ProblemDoc, Shared};
+use crate::{ListErrors, RecordErrors, Shared};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -78,11 +78,7 @@ pub struct PatientQuery {
     responses(
         (status = 200, description = "A page of patients (or CSV / NDJSON of all)", content(
             (PatientPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_patients(
@@ -150,11 +146,7 @@ pub struct Note {
     params(("id" = Uuid, Path, description = "The patient id")),
     responses(
         (status = 200, body = PatientRecord),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        RecordErrors,
     ),
     security(("bearer" = [])))]
 pub async fn get_patient(
@@ -269,11 +261,7 @@ const APPOINTMENT_STATUSES: &[&str] = &[
     responses(
         (status = 200, description = "A page of appointments (or CSV / NDJSON of all)", content(
             (AppointmentPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_appointments(
@@ -378,11 +366,7 @@ pub struct PrescriptionQuery {
     responses(
         (status = 200, description = "A page of prescriptions (or CSV / NDJSON of all)", content(
             (PrescriptionPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_prescriptions(
@@ -464,11 +448,7 @@ pub struct StockQuery {
     responses(
         (status = 200, description = "A page of stock items (or CSV / NDJSON of all)", content(
             (StockPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_inventory(
@@ -549,11 +529,7 @@ pub struct LabOrderQuery {
     responses(
         (status = 200, description = "A page of lab orders (or CSV / NDJSON of all)", content(
             (LabOrderPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_lab_orders(
@@ -629,11 +605,7 @@ pub struct InvoiceQuery {
     responses(
         (status = 200, description = "A page of invoices (or CSV / NDJSON of all)", content(
             (InvoicePage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_invoices(

@@ -5,7 +5,7 @@ use crate::access::Caller;
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
 use crate::routes::Params;
-use crate::{ProblemDoc, Shared};
+use crate::{ListErrors, ProblemDoc, RecordErrors, Shared};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -155,11 +155,7 @@ pub struct ClaimQuery {
     responses(
         (status = 200, description = "A page of claims (or CSV / NDJSON of all)", content(
             (ClaimPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 406, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        ListErrors,
     ),
     security(("bearer" = [])))]
 pub async fn list_claims(
@@ -221,11 +217,7 @@ pub struct ClaimDecision {
     params(("id" = Uuid, Path, description = "The claim id")),
     responses(
         (status = 200, body = ClaimRecord),
-        (status = 401, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, body = ProblemDoc, content_type = "application/problem+json"),
+        RecordErrors,
     ),
     security(("bearer" = [])))]
 pub async fn get_claim(
