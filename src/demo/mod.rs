@@ -421,8 +421,7 @@ impl Demo {
     /// Waits until the edge's three inbound consumers have delivered and had acknowledged
     /// everything (the edge acknowledges after its commit); answers how many it acknowledged.
     async fn wait_edge_fed(&self, node: &str) -> Result<u64> {
-        let client = self.nats().await?;
-        let js = async_nats::jetstream::new(client);
+        let js = self.jetstream().await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut done = true;
@@ -455,16 +454,11 @@ impl Demo {
         }
     }
 
-    async fn nats(&self) -> Result<async_nats::Client> {
-        let mut options =
-            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
-        if let Some((user, password)) = &self.credentials {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        options
-            .connect(self.target.nats_url.as_str())
+    /// JetStream as the central services reach it (`HMS_NATS_USER` / `HMS_NATS_PASSWORD`).
+    async fn jetstream(&self) -> Result<async_nats::jetstream::Context> {
+        projections::service::connect_nats(&self.target.nats_url, &self.credentials)
             .await
-            .with_context(|| format!("connecting to NATS at {}", self.target.nats_url))
+            .context("the demo's connection to NATS")
     }
 
     async fn offline_and_back(
@@ -883,8 +877,7 @@ impl Demo {
             tour.region
         ));
 
-        let client = self.nats().await?;
-        let js = async_nats::jetstream::new(client);
+        let js = self.jetstream().await?;
         let stream = js
             .get_stream(self.names.public_stream())
             .await
