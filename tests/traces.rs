@@ -11,6 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/system.rs"]
+mod system;
+
 #[derive(Clone, Debug)]
 struct Span {
     trace_id: String,
@@ -65,30 +68,19 @@ async fn a_command_at_the_edge_is_one_trace_through_commit_publish_and_every_pro
     let data = dir.path().join("data");
     let tag = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
     let database = format!("hms_test_traces_{tag}");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_hms"))
+    let mut up = Command::new(env!("CARGO_BIN_EXE_hms"));
+    system::isolate(
+        &mut up,
+        &data,
+        "nats://127.0.0.1:4222",
+        &database,
+        &format!("tr{tag}"),
+    );
+    let mut up = up
         .arg("up")
-        .env("HMS_DATA_DIR", &data)
-        .env("HMS_NATS_URL", "nats://127.0.0.1:4222")
-        .env(
-            "HMS_DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:5432/{database}"),
-        )
-        .env("HMS_SUBJECT_PREFIX", format!("tr{tag}"))
-        .env("HMS_EDGE_LISTEN", "127.0.0.1:0")
-        .env("HMS_COMMAND_LISTEN", "127.0.0.1:0")
-        .env("HMS_QUERY_LISTEN", "127.0.0.1:0")
-        .env("HMS_METRICS_LISTEN", "127.0.0.1:0")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}"))
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("HMS_NATS_USER")
-        .env_remove("HMS_NATS_PASSWORD")
-        .env_remove("HMS_JWT_PRIVATE_KEY")
-        .env_remove("HMS_JWT_PUBLIC_KEY")
-        .env_remove("HMS_EDGE_DB")
-        .env_remove("HMS_EDGE_NODE_ID")
-        .env_remove("HMS_EDGE_HOSPITAL_ID")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -239,10 +231,5 @@ async fn a_command_at_the_edge_is_one_trace_through_commit_publish_and_every_pro
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status}");
-    let _ = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-        .arg(format!(
-            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-        ))
-        .status();
+    system::drop_database(&database);
 }

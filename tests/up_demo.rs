@@ -9,13 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/system.rs"]
+mod system;
 
 /// Every line the child prints, as it prints it (and echoed for the test's log).
 fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
@@ -74,15 +69,7 @@ impl Drop for Cleanup {
         if let Some(pid) = self.nats_pid {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.database
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        system::drop_database(&self.database);
     }
 }
 
@@ -91,33 +78,19 @@ fn hms_up_demo_runs_the_whole_tour_then_demo_runs_again_and_ctrl_c_stops_everyth
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let tag = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    let nats_port = free_port();
+    let nats_port = system::free_port();
     let mut cleanup = Cleanup {
         nats_pid: None,
         database: format!("hms_test_up_{tag}"),
     };
     let env = |command: &mut Command| {
-        command
-            .env("HMS_DATA_DIR", &data)
-            .env("HMS_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
-            .env(
-                "HMS_DATABASE_URL",
-                format!("postgres://postgres@127.0.0.1:5432/{}", cleanup.database),
-            )
-            .env("HMS_SUBJECT_PREFIX", format!("up{tag}"))
-            .env("HMS_EDGE_LISTEN", "127.0.0.1:0")
-            .env("HMS_COMMAND_LISTEN", "127.0.0.1:0")
-            .env("HMS_QUERY_LISTEN", "127.0.0.1:0")
-            .env("HMS_METRICS_LISTEN", "127.0.0.1:0")
-            .env_remove("HMS_BOOTSTRAP_ADMIN_PASSWORD")
-            .env_remove("HMS_NATS_USER")
-            .env_remove("HMS_NATS_PASSWORD")
-            .env_remove("HMS_JWT_PRIVATE_KEY")
-            .env_remove("HMS_JWT_PUBLIC_KEY")
-            .env_remove("HMS_REQUIRE_MFA")
-            .env_remove("HMS_EDGE_DB")
-            .env_remove("HMS_EDGE_NODE_ID")
-            .env_remove("HMS_EDGE_HOSPITAL_ID");
+        system::isolate(
+            command,
+            &data,
+            &format!("nats://127.0.0.1:{nats_port}"),
+            &cleanup.database,
+            &format!("up{tag}"),
+        );
     };
     let mut up = Command::new(env!("CARGO_BIN_EXE_hms"));
     up.args(["up", "--demo"]).stdout(Stdio::piped());
