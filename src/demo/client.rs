@@ -237,6 +237,15 @@ impl Http {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// GET that must succeed: its answer, or an error naming the status and the problem.
+    pub async fn read(&self, session: &Session, path: &str) -> Result<Value> {
+        let (status, answer) = self.get(session, path).await?;
+        if !status.is_success() {
+            bail!("GET {}{path}: {status} {}", session.base, detail(&answer));
+        }
+        Ok(answer)
+    }
+
     /// GET until `until` holds of a 200 answer, or fails after `within`.
     pub async fn get_until(
         &self,

@@ -584,15 +584,11 @@ impl Demo {
                 "items": [{"drug_code": "OSEL75", "name": "Oseltamivir 75 mg", "dose": "1 capsule twice daily", "quantity": 10}],
             }))
             .await?;
-        let (status, record) = self
+        let record = self
             .http
-            .get(&doctor, &format!("/v1/patients/{}", first.id))
-            .await?;
-        ensure!(
-            status.is_success(),
-            "the edge cannot show {}'s record: {status}",
-            first.name
-        );
+            .read(&doctor, &format!("/v1/patients/{}", first.id))
+            .await
+            .with_context(|| format!("the edge cannot show {}'s record", first.name))?;
         let diagnoses = record["diagnoses"].as_array().map_or(0, Vec::len);
         let prescriptions = record["prescriptions"].as_array().map_or(0, Vec::len);
         ensure!(
@@ -649,14 +645,11 @@ impl Demo {
                 }),
             )
             .await?;
-        let (status, claim) = self
+        let claim = self
             .http
-            .get(&accounts, &format!("/v1/claims/{}", tour.claim))
-            .await?;
-        ensure!(
-            status.is_success(),
-            "the edge cannot show the claim: {status} {claim}"
-        );
+            .read(&accounts, &format!("/v1/claims/{}", tour.claim))
+            .await
+            .context("the edge cannot show the claim")?;
         tour.claimed_cents = claim["claimed_cents"]
             .as_u64()
             .context("a claim without claimed_cents")?;
@@ -742,12 +735,10 @@ impl Demo {
     }
 
     async fn edge_status(&self, session: &Session) -> Result<Value> {
-        let (status, answer) = self.http.get(session, "/v1/sync/status").await?;
-        ensure!(
-            status.is_success(),
-            "the edge's sync status: {status} {answer}"
-        );
-        Ok(answer)
+        self.http
+            .read(session, "/v1/sync/status")
+            .await
+            .context("the edge's sync status")
     }
 
     async fn auditor_verifies(&mut self, tour: &Tour) -> Result<()> {
@@ -772,8 +763,7 @@ impl Demo {
                 },
             )
             .await?;
-        let (status, report) = self.http.get(&auditor, "/v1/audit/verify").await?;
-        ensure!(status.is_success(), "verify answered {status}: {report}");
+        let report = self.http.read(&auditor, "/v1/audit/verify").await?;
         ensure!(
             report["intact"] == json!(true),
             "the history is not intact: {}",
@@ -801,10 +791,16 @@ impl Demo {
             "an hour ago the appointment existed? {hour_ago}"
         );
         let booked_at = tour.appointment_booked_at.expect("booked");
-        let (status, then) = self.http.get(&auditor, &path(booked_at)).await?;
-        ensure!(status.is_success(), "as of the booking: {status} {then}");
-        let (status, now) = self.http.get(&auditor, &path(Utc::now())).await?;
-        ensure!(status.is_success(), "as of now: {status} {now}");
+        let then = self
+            .http
+            .read(&auditor, &path(booked_at))
+            .await
+            .context("as of the booking")?;
+        let now = self
+            .http
+            .read(&auditor, &path(Utc::now()))
+            .await
+            .context("as of now")?;
         let state = |v: &Value| match &v["state"]["status"] {
             Value::String(s) => s.clone(),
             other => other.to_string(),
