@@ -50,10 +50,9 @@ fn from_env<T: Args>() -> Result<T> {
 
 pub fn run(args: UpArgs) -> Result<()> {
     let mut command = from_env::<CommandArgs>()?.config()?;
-    let project = from_env::<ProjectArgs>()?;
+    let project = from_env::<ProjectArgs>()?.config()?;
     let query = from_env::<QueryArgs>()?.config()?;
     let mut edge = from_env::<EdgeOpts>()?.config()?;
-    let project = project.config()?;
     let data_dir = command.data_dir.clone();
 
     println!("hms up: checking what the system needs");
@@ -65,7 +64,7 @@ pub fn run(args: UpArgs) -> Result<()> {
 
     // The local edge keeps its log and node key apart from the central keys, and holds only
     // the public half of the token key, as an edge on its own machine would.
-    if std::env::var_os("HMS_EDGE_DB").is_none() {
+    if edge.db_path.is_none() {
         edge.db_path = Some(data_dir.join("edge").join("edge.sqlite"));
     }
     edge.data_dir = data_dir.join("edge");
