@@ -472,21 +472,64 @@ impl EventLog {
             .collect()
     }
 
+    /// Opens the write transaction that a batch is decided and then stored in
+    /// ([`EventLog::append_batch`] commits it): the decision's reads (command results, states,
+    /// slots) see one snapshot without taking a lock each, and no other connection writes
+    /// between the decision and its commit. IMMEDIATE: the write lock is taken first, so a write
+    /// by another connection (sync marks) makes this wait rather than fail later.
+    pub fn begin_batch(&self) -> Result<(), LogError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Ends a batch transaction that stored nothing.
+    pub fn end_batch(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!("ending a batch that stored nothing: {e}");
+        }
+    }
+
     /// Records many commands' events in one transaction (one fsync), in order. A command
     /// recorded before, or earlier in the same batch, gets its first result and records
-    /// nothing. Nothing of the batch is stored if it fails.
+    /// nothing. Nothing of the batch is stored if it fails. The transaction is the one
+    /// [`EventLog::begin_batch`] opened, if any, else one of its own; it ends here either way.
     pub fn append_batch(&mut self, batch: &[Append]) -> Result<Vec<Outcome>, LogError> {
-        let path = self.path.clone();
-        let sql = |source| LogError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        // IMMEDIATE: take the write lock first, so that a write by another connection (sync marks,
-        // checkpoints) makes this wait rather than fail on a stale read snapshot.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        if self.conn.is_autocommit() {
+            self.begin_batch()?;
+        }
+        let stored = self.append_in_transaction(batch).and_then(|marks| {
+            match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(marks),
+                Err(e) => Err(self.sql(e)),
+            }
+        });
+        match stored {
+            Ok((outcomes, seq, hash, position)) => {
+                // Only a committed batch moves the chain forward.
+                self.last_seq = seq;
+                self.last_hash = hash;
+                self.last_position = position;
+                Ok(outcomes)
+            }
+            Err(e) => {
+                self.end_batch();
+                Err(e)
+            }
+        }
+    }
+
+    /// The inserts of [`EventLog::append_batch`], in the open transaction. Returns the outcomes
+    /// and the log's marks after them: last `node_seq`, chain hash and position.
+    #[allow(clippy::type_complexity)]
+    fn append_in_transaction(
+        &self,
+        batch: &[Append],
+    ) -> Result<(Vec<Outcome>, u64, Hash, u64), LogError> {
+        let sql = |source| self.sql(source);
+        let tx = &self.conn;
         let mut position = self.last_position;
         let mut seq = self.last_seq;
         let mut prev_hash = self.last_hash;
@@ -527,7 +570,7 @@ impl EventLog {
                     .map_err(sql)?;
                 if let Some(text) = earlier {
                     let first = serde_json::from_str(&text).map_err(|e| LogError::Damaged {
-                        path: path.clone(),
+                        path: self.path.clone(),
                         detail: format!("the result of command {}: {e}", append.command_id),
                     })?;
                     outcomes.push(Outcome::AlreadyRecorded(first));
@@ -584,7 +627,7 @@ impl EventLog {
                             text,
                         ])
                         .map_err(sql)?;
-                    views::apply(&tx, position, &sealed, event, decided.state_after.as_ref())
+                    views::apply(tx, position, &sealed, event, decided.state_after.as_ref())
                         .map_err(sql)?;
                     recorded.push(RecordedEvent {
                         event_id: sealed.event_id,
@@ -612,12 +655,7 @@ impl EventLog {
             [seq as i64],
         )
         .map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        // Only a committed batch moves the chain forward.
-        self.last_seq = seq;
-        self.last_hash = prev_hash;
-        self.last_position = position;
-        Ok(outcomes)
+        Ok((outcomes, seq, prev_hash, position))
     }
 
     /// Whether an event recorded elsewhere is already here.

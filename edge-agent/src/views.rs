@@ -13,7 +13,7 @@ use domain::patient::Patient;
 use domain::state::AggregateState;
 use domain::user::User;
 use domain::values::{AppointmentId, DurationMinutes, PatientId, Timestamp, UserId};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 pub(crate) const SCHEMA: &str = "
@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS claims_view (
 
 /// Writes what one stored event changes in the views. `position` is the event's local position.
 pub(crate) fn apply(
-    tx: &Transaction,
+    tx: &Connection,
     position: u64,
     envelope: &Envelope,
     event: &Event,
@@ -176,7 +176,7 @@ pub(crate) fn apply(
     }
 }
 
-fn write_account(tx: &Transaction, u: &User) -> rusqlite::Result<()> {
+fn write_account(tx: &Connection, u: &User) -> rusqlite::Result<()> {
     let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
     tx.prepare_cached(
         "INSERT OR REPLACE INTO accounts_view \
@@ -196,7 +196,7 @@ fn write_account(tx: &Transaction, u: &User) -> rusqlite::Result<()> {
 }
 
 fn write_claim(
-    tx: &Transaction,
+    tx: &Connection,
     envelope: &Envelope,
     event: &Event,
     c: &Claim,
@@ -281,7 +281,7 @@ pub fn account(conn: &Connection, org: &str, username: &str) -> rusqlite::Result
     .optional()
 }
 
-fn write_patient(tx: &Transaction, p: &Patient, at: &str) -> rusqlite::Result<()> {
+fn write_patient(tx: &Connection, p: &Patient, at: &str) -> rusqlite::Result<()> {
     let details = json!({
         "name": p.details.name, "birth_date": p.details.birth_date, "sex": p.details.sex,
         "national_id": p.details.national_id, "phone": p.details.phone,
@@ -309,7 +309,7 @@ fn write_patient(tx: &Transaction, p: &Patient, at: &str) -> rusqlite::Result<()
     .map(|_| ())
 }
 
-fn write_appointment(tx: &Transaction, a: &Appointment) -> rusqlite::Result<()> {
+fn write_appointment(tx: &Connection, a: &Appointment) -> rusqlite::Result<()> {
     let slot = a.slot();
     tx.prepare_cached(
         "INSERT INTO appointments_view (appointment_id, hospital_id, patient_id, doctor_id, \

@@ -212,6 +212,14 @@ fn commit_batch(
     let mut appends: Vec<Append> = Vec::new();
     let mut steps = Vec::with_capacity(batch.len());
     let mut first_in_batch: HashMap<CommandId, usize> = HashMap::new();
+    // The batch is decided and stored in one transaction: one snapshot for its reads.
+    if let Err(e) = log.begin_batch() {
+        tracing::error!(requests = batch.len(), "a batch could not begin: {e}");
+        for (request, reply) in batch {
+            let _ = reply.send(failed(request.parsed.command_id, &e));
+        }
+        return;
+    }
     let changes = {
         let mut facts = BatchFacts::new(log, cache);
         for (request, _) in &batch {
@@ -291,6 +299,7 @@ fn commit_batch(
 
     let decided = started.elapsed();
     let stored = if appends.is_empty() {
+        log.end_batch();
         Ok(Vec::new())
     } else {
         log.append_batch(&appends)
