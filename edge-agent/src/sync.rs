@@ -363,11 +363,9 @@ pub async fn run_outbound(
                 state.lock().expect("sync state").connected = true;
             }
             let current = session.as_mut().expect("connected");
-            let names = config.names.clone();
-            let pending = on_log(&outbox, move |o| o.unsent(cursor, &names)).await?;
-            let count = pending.len();
+            let (count, result) =
+                replay(&current.js, &node_key, &outbox, &config.names, &mut cursor).await;
             if count > 0 {
-                let result = publish(&current.js, &node_key, pending, &mut cursor).await;
                 sent = sent.max(cursor);
                 let error = result.as_ref().err().cloned();
                 let mark = sent;
@@ -376,7 +374,9 @@ pub async fn run_outbound(
                         .map_err(|e| format!("recording the sent mark: {e}"))
                 })
                 .await?;
-                result?;
+            }
+            result?;
+            if count > 0 {
                 state.lock().expect("sync state").sent_node_seq = sent;
             }
 
@@ -702,15 +702,66 @@ async fn connect(config: &SyncConfig, identity: &crate::log::Identity) -> Result
     })
 }
 
-/// Publishes in order with up to [`ACKS_IN_FLIGHT`] acknowledgements outstanding; `sent` moves
-/// to each event whose acknowledgement arrives, in order, so it never passes a failure.
+/// How long one pass of [`replay`] publishes before the task sees to its other work (the
+/// confirmed mark, status, resends) and records the sent mark.
+const PASS: Duration = Duration::from_secs(1);
+
+/// Publishes the unsent events after `sent`, in order, for about [`PASS`]: rounds of [`ROUND`]
+/// read from the log, the next read while the current round is published, with up to
+/// [`ACKS_IN_FLIGHT`] acknowledgements outstanding across rounds, so the pipeline does not
+/// drain between them. `sent` moves to each event whose acknowledgement arrives, in order, so
+/// it never passes a failure. Returns how many events were published, and the first error.
+async fn replay(
+    js: &async_nats::jetstream::Context,
+    node: &str,
+    outbox: &Arc<Mutex<Outbox>>,
+    names: &Names,
+    sent: &mut u64,
+) -> (usize, Result<(), String>) {
+    let read = |after: u64| {
+        let names = names.clone();
+        let outbox = outbox.clone();
+        tokio::task::spawn_blocking(move || outbox.lock().expect("outbox").unsent(after, &names))
+    };
+    let deadline = tokio::time::Instant::now() + PASS;
+    let mut in_flight = std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT);
+    let mut published = 0;
+    let mut next = Some(read(*sent));
+    let result = async {
+        while let Some(reading) = next.take() {
+            let round = reading
+                .await
+                .map_err(|e| format!("a log task failed: {e}"))??;
+            let Some(last) = round.last().map(|p| p.node_seq) else {
+                break;
+            };
+            if round.len() == ROUND && tokio::time::Instant::now() < deadline {
+                next = Some(read(last));
+            }
+            published += round.len();
+            publish(js, node, round, &mut in_flight, sent).await?;
+        }
+        while let Some((seq, ack)) = in_flight.pop_front() {
+            await_ack(seq, ack, sent).await?;
+        }
+        Ok(())
+    }
+    .await;
+    (published, result)
+}
+
+/// Acknowledgements awaited, oldest first, with the `node_seq` each is for.
+type InFlight = std::collections::VecDeque<(u64, async_nats::jetstream::context::PublishAckFuture)>;
+
+/// Publishes one round in order, keeping at most [`ACKS_IN_FLIGHT`] acknowledgements in
+/// `in_flight` (what is left there is for the next round, or for the caller to await).
 async fn publish(
     js: &async_nats::jetstream::Context,
     node: &str,
     pending: Vec<Pending>,
+    in_flight: &mut InFlight,
     sent: &mut u64,
 ) -> Result<(), String> {
-    let mut in_flight = std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT);
     for event in pending {
         if in_flight.len() >= ACKS_IN_FLIGHT {
             let (seq, ack) = in_flight.pop_front().expect("not empty");
@@ -743,9 +794,6 @@ async fn publish(
             .await
             .map_err(|e| format!("publishing node_seq {}: {e}", event.node_seq))?;
         in_flight.push_back((event.node_seq, ack));
-    }
-    while let Some((seq, ack)) = in_flight.pop_front() {
-        await_ack(seq, ack, sent).await?;
     }
     Ok(())
 }
