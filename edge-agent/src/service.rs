@@ -339,23 +339,28 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         "edge agent listening on http://{addr}"
     );
 
-    // The tail was checked before serving; the whole chain is checked now, beside the work.
-    tokio::task::spawn_blocking(move || {
-        let checked = std::time::Instant::now();
-        match log::verify_file(&db, identity.node_id, node_key) {
-            Ok(count) => tracing::info!(
-                events = count,
-                seconds = checked.elapsed().as_secs_f64(),
-                "event log verified from its first event"
-            ),
-            Err(e) => {
-                tracing::error!("the event log is damaged; no more commands are taken: {e}");
-                *damage.lock().expect("damage flag") = Some(format!(
-                    "the event log is damaged and this edge takes no more commands: {e}"
-                ));
+    // The tail was checked before serving; the whole chain is checked now, beside the work, on
+    // a thread of its own at low priority: commands and sync come first.
+    let verifier = std::thread::Builder::new().name("edge-verify".into());
+    verifier
+        .spawn(move || {
+            lower_this_threads_priority();
+            let checked = std::time::Instant::now();
+            match log::verify_file(&db, identity.node_id, node_key) {
+                Ok(count) => tracing::info!(
+                    events = count,
+                    seconds = checked.elapsed().as_secs_f64(),
+                    "event log verified from its first event"
+                ),
+                Err(e) => {
+                    tracing::error!("the event log is damaged; no more commands are taken: {e}");
+                    *damage.lock().expect("damage flag") = Some(format!(
+                        "the event log is damaged and this edge takes no more commands: {e}"
+                    ));
+                }
             }
-        }
-    });
+        })
+        .context("starting the verification thread")?;
 
     Ok(RunningEdge {
         addr,
@@ -378,4 +383,18 @@ pub async fn run(config: EdgeConfig, shutdown: impl Future<Output = ()>) -> anyh
     shutdown.await;
     tracing::info!("stopping: finishing the commands in flight");
     edge.stop().await
+}
+
+/// The nice value of background work: it runs when the cores have nothing more urgent.
+const BACKGROUND_NICE: i32 = 19;
+
+/// Makes the calling thread (not the process: on Linux the nice value is per thread) yield to
+/// the others. Failing to is not worth stopping for.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE)
+    {
+        tracing::debug!("the verification thread keeps its priority: {e}");
+    }
 }
