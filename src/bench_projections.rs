@@ -369,18 +369,18 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
 
     println!("rebuilding all four read models from the stream...");
     let started = Instant::now();
-    let rebuilds = projections::service::MODELS.iter().map(|model| {
-        let (config, pool, js) = (&config, &pool, &js);
-        async move {
-            let done =
-                projections::service::rebuild_model(model, config, pool, js, &|_, _| {}).await;
-            (*model, done, started.elapsed().as_secs_f64())
-        }
-    });
-    let results = futures::future::join_all(rebuilds).await;
+    let results = projections::service::rebuild_models(
+        projections::service::MODELS,
+        &config,
+        &pool,
+        &js,
+        std::sync::Arc::new(|_: &str, _, _| {}),
+    )
+    .await;
     let rebuild_seconds = started.elapsed().as_secs_f64();
-    for (model, done, seconds) in &results {
+    for (model, done) in &results {
         let done = done.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seconds = done.took.as_secs_f64();
         println!(
             "  {model:<14} {} events in {seconds:.1} s ({:.0} events/s)",
             done.applied,

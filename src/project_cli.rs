@@ -123,33 +123,41 @@ pub fn projections(args: ProjectionsArgs) -> Result<()> {
         )
         .expect("a valid template")
         .progress_chars("=> ");
-        let rebuilds = names.iter().map(|model| {
-            let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
-            bar.set_prefix(model.to_string());
-            let (config, pool, js) = (&config, &pool, &js);
-            async move {
-                let progress = |at: u64, head: u64| {
+        let bar_of: std::collections::HashMap<&str, ProgressBar> = names
+            .iter()
+            .map(|model| {
+                let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
+                bar.set_prefix(model.to_string());
+                (*model, bar)
+            })
+            .collect();
+        let bar_of = std::sync::Arc::new(bar_of);
+        let progress = {
+            let bar_of = bar_of.clone();
+            std::sync::Arc::new(move |model: &str, at: u64, head: u64| {
+                if let Some(bar) = bar_of.get(model) {
                     bar.set_length(head);
                     bar.set_position(at.min(head));
-                };
-                let result =
-                    projections::service::rebuild_model(model, config, pool, js, &progress).await;
-                match &result {
-                    Ok(done) => bar.finish_with_message(format!(
-                        "swapped in: {} events in {:.1} s",
-                        done.applied,
-                        done.took.as_secs_f64()
-                    )),
-                    Err(e) => bar.abandon_with_message(format!("failed: {e}")),
                 }
-                result.map(|done| (*model, done))
-            }
-        });
-        let results = futures::future::join_all(rebuilds).await;
-        let mut failed = false;
-        for result in results {
+            })
+        };
+        let results =
+            projections::service::rebuild_models(&names, &config, &pool, &js, progress).await;
+        for (model, result) in &results {
+            let bar = &bar_of[model];
             match result {
-                Ok((model, done)) => println!(
+                Ok(done) => bar.finish_with_message(format!(
+                    "swapped in: {} events in {:.1} s",
+                    done.applied,
+                    done.took.as_secs_f64()
+                )),
+                Err(e) => bar.abandon_with_message(format!("failed: {e}")),
+            }
+        }
+        let mut failed = false;
+        for (model, result) in results {
+            match result {
+                Ok(done) => println!(
                     "{model}: rebuilt to stream sequence {} ({} events, {:.0} events/s)",
                     done.checkpoint,
                     done.applied,

@@ -23,6 +23,8 @@ pub enum RebuildError {
     Head { stream: String, detail: String },
     #[error("swapping in the rebuilt {model}: {source}")]
     Swap { model: String, source: sqlx::Error },
+    #[error("the rebuild of {model} stopped before it finished: {detail}")]
+    Stopped { model: String, detail: String },
 }
 
 /// What a rebuild did.

@@ -216,6 +216,46 @@ pub const MODELS: &[&str] = &[
     PublicHealth::NAME,
 ];
 
+/// Tells a rebuild's progress: the model, the stream sequence reached and the stream's head.
+pub type RebuildProgress = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
+
+/// Rebuilds several read models at once, each on a task of its own (so each model's decoding
+/// and row building has a core, not one thread for all). Returns each model's result, in the
+/// order given.
+pub async fn rebuild_models(
+    names: &[&'static str],
+    config: &Config,
+    pool: &PgPool,
+    js: &jetstream::Context,
+    progress: RebuildProgress,
+) -> Vec<(
+    &'static str,
+    Result<crate::rebuild::Rebuilt, crate::rebuild::RebuildError>,
+)> {
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|&name| {
+            let (config, pool, js, progress) =
+                (config.clone(), pool.clone(), js.clone(), progress.clone());
+            tokio::spawn(async move {
+                let told = |at: u64, head: u64| progress(name, at, head);
+                rebuild_model(name, &config, &pool, &js, &told).await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for (name, task) in names.iter().zip(tasks) {
+        let result = task.await.unwrap_or_else(|e| {
+            Err(crate::rebuild::RebuildError::Stopped {
+                model: name.to_string(),
+                detail: e.to_string(),
+            })
+        });
+        results.push((*name, result));
+    }
+    results
+}
+
 /// Rebuilds one read model by name (see [`crate::rebuild`]).
 pub async fn rebuild_model(
     name: &str,

@@ -100,12 +100,31 @@ async fn a_rebuild_gives_the_tables_of_the_incremental_run_while_the_live_one_go
         );
     }
 
-    for model in projections::service::MODELS {
-        let rebuilt =
-            projections::service::rebuild_model(model, &config, &db.pool, &js, &|_, _| {})
-                .await
-                .unwrap();
-        assert_eq!(rebuilt.checkpoint, total as u64, "{model}");
+    // All four at once, each on a task of its own, as `hms projections rebuild all` runs them.
+    let reached = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let progress = {
+        let reached = reached.clone();
+        std::sync::Arc::new(move |model: &str, at: u64, head: u64| {
+            reached.lock().unwrap().insert(model.to_owned(), (at, head));
+        })
+    };
+    let results = projections::service::rebuild_models(
+        projections::service::MODELS,
+        &config,
+        &db.pool,
+        &js,
+        progress,
+    )
+    .await;
+    assert_eq!(results.len(), projections::service::MODELS.len());
+    for (model, rebuilt) in results {
+        assert_eq!(rebuilt.unwrap().checkpoint, total as u64, "{model}");
+        let (at, head) = reached.lock().unwrap()[model];
+        assert_eq!(
+            (at, head),
+            (total as u64, total as u64),
+            "{model}'s progress"
+        );
     }
     let after = dump_models(&db.pool).await;
     for (schema, tables) in &before {
