@@ -184,11 +184,13 @@ async fn swap<M: ReadModel>(pool: &PgPool) -> Result<Swap, sqlx::Error> {
     .bind(M::NAME)
     .fetch_one(&mut *tx)
     .await?;
+    // No row when the stream was empty: the rebuild applied nothing.
     let rebuilt: i64 =
         sqlx::query_scalar("SELECT stream_seq FROM projection.checkpoints WHERE model = $1")
             .bind(&key)
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
     if rebuilt < live {
         tx.rollback().await?;
         return Ok(Swap::Behind { live: live as u64 });

@@ -155,6 +155,32 @@ async fn a_rebuild_gives_the_tables_of_the_incremental_run_while_the_live_one_go
 }
 
 #[tokio::test]
+async fn a_rebuild_of_an_empty_history_swaps_in_empty_models() {
+    let db = TestDb::new().await;
+    let prefix = prefix();
+    let js = jetstream(&prefix).await;
+    let config = config(&db, &prefix);
+    for (model, rebuilt) in projections::service::rebuild_models(
+        projections::service::MODELS,
+        &config,
+        &db.pool,
+        &js,
+        std::sync::Arc::new(|_: &str, _, _| {}),
+    )
+    .await
+    {
+        let rebuilt = rebuilt.unwrap_or_else(|e| panic!("{model}: {e}"));
+        assert_eq!((rebuilt.checkpoint, rebuilt.applied), (0, 0), "{model}");
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn public_health_holds_no_identifier_of_any_patient() {
     let db = TestDb::new().await;
     let prefix = prefix();
