@@ -10,19 +10,7 @@ use support::*;
 use uuid::Uuid;
 
 async fn scrape(service: &Service) -> Samples {
-    let response = service
-        .http
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()["content-type"],
-        platform::metrics::CONTENT_TYPE
-    );
-    let text = response.text().await.unwrap();
-    platform::metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    platform::metrics::scrape(&service.http, &service.url("/metrics")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,19 +14,7 @@ use uuid::Uuid;
 
 /// Scrapes the edge and reads the text strictly.
 async fn scrape(edge: &TestEdge) -> Samples {
-    let response = edge
-        .client
-        .get(format!("{}/metrics", edge.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()["content-type"],
-        platform::metrics::CONTENT_TYPE
-    );
-    let text = response.text().await.unwrap();
-    platform::metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    platform::metrics::scrape(&edge.client, &format!("{}/metrics", edge.base)).await
 }
 
 fn commands(samples: &Samples, kind: &str, outcome: &str, status: &str) -> Option<f64> {

@@ -223,16 +223,8 @@ async fn metrics_show_what_each_projector_did() {
     )
     .await;
     let addr = running.metrics_addr.unwrap();
-    let response = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        platform::metrics::CONTENT_TYPE
-    );
-    let body = response.text().await.unwrap();
-    let samples = platform::metrics::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    let samples =
+        platform::metrics::scrape(&reqwest::Client::new(), &format!("http://{addr}/metrics")).await;
     for model in ["audit", "hospital", "insurance", "public_health"] {
         let value = |name: &str| samples.get(name, &[("model", model)]);
         assert_eq!(

@@ -9,14 +9,7 @@ use platform::metrics::Samples;
 use uuid::Uuid;
 
 async fn scrape(api: &Api) -> Samples {
-    let response = api.get_as(None, "/metrics", None).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        platform::metrics::CONTENT_TYPE
-    );
-    let text = response.text().await.unwrap();
-    platform::metrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    platform::metrics::scrape(&api.client, &format!("{}/metrics", api.base)).await
 }
 
 fn requests(samples: &Samples, route: &str, class: &str) -> Option<f64> {

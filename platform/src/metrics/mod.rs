@@ -25,6 +25,26 @@ use std::time::Duration;
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Scrapes `url` as Prometheus would and reads the answer strictly: 200, the text format's
+/// content type, and text that [`parse`]s. For the services' tests; panics on anything else,
+/// naming it.
+#[cfg(feature = "testing")]
+pub async fn scrape(client: &reqwest::Client, url: &str) -> Samples {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("scraping {url}: {e}"));
+    assert_eq!(response.status(), 200, "scraping {url}");
+    assert_eq!(
+        response.headers()["content-type"],
+        CONTENT_TYPE,
+        "scraping {url}"
+    );
+    let text = response.text().await.unwrap();
+    parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
 /// A count that only goes up.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
