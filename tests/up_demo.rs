@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "../edge-agent/tests/support/nats.rs"]
+mod nats;
 #[path = "support/system.rs"]
 mod system;
 
@@ -78,7 +80,7 @@ fn hms_up_demo_runs_the_whole_tour_then_demo_runs_again_and_ctrl_c_stops_everyth
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let tag = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    let nats_port = system::free_port();
+    let nats_port = nats::free_port();
     let mut cleanup = Cleanup {
         nats_pid: None,
         database: format!("hms_test_up_{tag}"),

@@ -1,18 +1,11 @@
 //! The whole system as a test starts it (`hms up`, `hms demo`): a data directory, database and
 //! subject prefix of the test's own, every listener on a free port, and none of the caller's
-//! settings that would change what starts.
+//! settings that would change what starts. A free port comes from the nats-server support
+//! (`edge-agent/tests/support/nats.rs`).
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Sets `command`'s environment to a system of the test's own; a test sets what it needs on top.
 pub fn isolate<'c>(
