@@ -376,9 +376,7 @@ pub async fn run_outbound(
                 .await?;
             }
             result?;
-            if count > 0 {
-                state.lock().expect("sync state").sent_node_seq = sent;
-            }
+            state.lock().expect("sync state").sent_node_seq = sent;
 
             let now = tokio::time::Instant::now();
             if now >= next_confirm_check && (sent > confirmed || current.confirmed.is_none()) {
