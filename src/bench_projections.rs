@@ -360,7 +360,8 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
         sqlx::query("SET LOCAL search_path TO bench_raw")
             .execute(&mut *tx)
             .await?;
-        projections::audit::insert_events(&mut tx, chunk).await?;
+        let chunk: Vec<&projections::Fact> = chunk.iter().collect();
+        projections::audit::insert_events(&mut tx, &chunk).await?;
         tx.commit().await?;
     }
     let raw_seconds = started.elapsed().as_secs_f64();

@@ -223,7 +223,8 @@ async fn seed(pool: &sqlx::PgPool, bench: &QueryBench) -> Result<Vec<Site>> {
         )))
         .execute(&mut *tx)
         .await?;
-        model.apply(&mut tx, batch).await?;
+        let batch: Vec<&projections::Fact> = batch.iter().collect();
+        model.apply(&mut tx, &batch).await?;
         tx.commit().await?;
     }
     println!(

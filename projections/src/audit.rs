@@ -24,8 +24,9 @@ impl ReadModel for Audit {
     type Changes = ();
     const NAME: &'static str = "audit";
     const SCHEMAS: &'static [&'static str] = &["audit"];
+    const APPEND_ONLY: &'static [&'static str] = &["events"];
 
-    async fn apply(&self, conn: &mut PgConnection, facts: &[Fact]) -> Result<(), sqlx::Error> {
+    async fn apply(&self, conn: &mut PgConnection, facts: &[&Fact]) -> Result<(), sqlx::Error> {
         if facts.is_empty() {
             return Ok(());
         }
@@ -138,7 +139,7 @@ pub async fn publish_all_confirmed(
 
 /// Inserts facts into `events` as they are, in one statement: the audit model's main write,
 /// and the raw limit its benchmark compares against.
-pub async fn insert_events(conn: &mut PgConnection, facts: &[Fact]) -> Result<(), sqlx::Error> {
+pub async fn insert_events(conn: &mut PgConnection, facts: &[&Fact]) -> Result<(), sqlx::Error> {
     let mut rows = EventRows::default();
     for fact in facts {
         rows.push(fact);

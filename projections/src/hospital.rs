@@ -159,7 +159,7 @@ impl ReadModel for Hospital {
     const NAME: &'static str = "hospital";
     const SCHEMAS: &'static [&'static str] = &["hospital"];
 
-    async fn apply(&self, conn: &mut PgConnection, facts: &[Fact]) -> Result<(), sqlx::Error> {
+    async fn apply(&self, conn: &mut PgConnection, facts: &[&Fact]) -> Result<(), sqlx::Error> {
         if facts.is_empty() {
             return Ok(());
         }
@@ -186,7 +186,7 @@ struct Keys {
 }
 
 impl Keys {
-    fn of(facts: &[Fact]) -> Keys {
+    fn of(facts: &[&Fact]) -> Keys {
         let mut keys = Keys::default();
         for fact in facts {
             // Answers that change no state (TransitionRejected: the first transition stood)
@@ -242,7 +242,7 @@ struct Batch {
 }
 
 impl Batch {
-    async fn load(conn: &mut PgConnection, facts: &[Fact]) -> Result<Batch, sqlx::Error> {
+    async fn load(conn: &mut PgConnection, facts: &[&Fact]) -> Result<Batch, sqlx::Error> {
         let k = Keys::of(facts);
         Ok(Batch {
             hospitals: load(

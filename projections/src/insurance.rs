@@ -29,7 +29,7 @@ impl ReadModel for Insurance {
     const NAME: &'static str = "insurance";
     const SCHEMAS: &'static [&'static str] = &["insurance"];
 
-    async fn apply(&self, conn: &mut PgConnection, facts: &[Fact]) -> Result<(), sqlx::Error> {
+    async fn apply(&self, conn: &mut PgConnection, facts: &[&Fact]) -> Result<(), sqlx::Error> {
         if facts.is_empty() {
             return Ok(());
         }

@@ -22,11 +22,16 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Every schema the model owns, its main one first. A rebuild makes a fresh copy of each.
     const SCHEMAS: &'static [&'static str];
 
+    /// Tables of the main schema that `apply` only ever appends to and never reads. A rebuild
+    /// fills them without their secondary indexes and builds those once at the end, as a bulk
+    /// load does: one sort per index instead of one random insert per row.
+    const APPEND_ONLY: &'static [&'static str] = &[];
+
     /// Applies a batch of facts, in the order given.
     fn apply(
         &self,
         conn: &mut PgConnection,
-        facts: &[Fact],
+        facts: &[&Fact],
     ) -> impl Future<Output = Result<Self::Changes, sqlx::Error>> + Send;
 
     /// Runs after the batch's commit (and only while the model is the live one, not during a

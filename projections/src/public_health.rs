@@ -64,7 +64,11 @@ impl ReadModel for PublicHealth {
     const NAME: &'static str = "public_health";
     const SCHEMAS: &'static [&'static str] = &["public_health", "public_health_keys"];
 
-    async fn apply(&self, conn: &mut PgConnection, facts: &[Fact]) -> Result<Changed, sqlx::Error> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        facts: &[&Fact],
+    ) -> Result<Changed, sqlx::Error> {
         // The patients and hospitals the batch needs and does not itself register.
         let mut wanted_patients = BTreeSet::new();
         let mut wanted_hospitals = BTreeSet::new();

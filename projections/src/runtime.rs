@@ -21,6 +21,7 @@ use crate::metrics::ModelMetrics;
 use crate::model::{Committed, ReadModel};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use domain::values::NodeId;
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use platform::retry::backoff;
 use platform::streams::Names;
@@ -29,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// How long a batch waits for one more message before it is applied.
@@ -169,31 +171,10 @@ impl<M: ReadModel> Projector<M> {
     pub async fn run(self) {
         let mut failures: u32 = 0;
         loop {
-            let Err(error) = self.follow(&mut failures, None).await else {
-                // Without an end to reach, following only ever stops on an error.
-                continue;
-            };
+            let error = self.follow(&mut failures).await;
             failures = failures.saturating_add(1);
             let delay = backoff(failures, self.config.max_backoff);
             tracing::warn!(model = %self.key, retry_in_ms = delay.as_millis() as u64, "projector: {error}");
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Follows the stream until the checkpoint reaches `until`, then returns; for rebuilds.
-    pub async fn run_until(&self, until: u64, progress: &(dyn Fn(u64) + Sync)) {
-        let mut failures: u32 = 0;
-        loop {
-            match self.checkpoint().await {
-                Ok(at) if at >= until => return,
-                _ => {}
-            }
-            let Err(error) = self.follow(&mut failures, Some((until, progress))).await else {
-                return;
-            };
-            failures = failures.saturating_add(1);
-            let delay = backoff(failures, self.config.max_backoff);
-            tracing::warn!(model = %self.key, retry_in_ms = delay.as_millis() as u64, "rebuild: {error}");
             tokio::time::sleep(delay).await;
         }
     }
@@ -208,75 +189,38 @@ impl<M: ReadModel> Projector<M> {
         Ok(seq.unwrap_or(0) as u64)
     }
 
-    /// Follows the stream until an error, which it returns, or, with `until`, until the
-    /// checkpoint reaches it.
-    async fn follow(
-        &self,
-        failures: &mut u32,
-        until: Option<(u64, &(dyn Fn(u64) + Sync))>,
-    ) -> Result<(), String> {
-        let checkpoint = match self.start().await {
+    /// Follows the stream until an error, which it returns.
+    async fn follow(&self, failures: &mut u32) -> String {
+        let mut checkpoint = match self.start().await {
             Ok(checkpoint) => checkpoint,
-            Err(e) => return Err(format!("reading the checkpoint: {e}")),
+            Err(e) => return format!("reading the checkpoint: {e}"),
         };
-        let mut checkpoint = checkpoint;
         let mut floor = Floor {
             done: checkpoint,
             held: BTreeSet::new(),
         };
-        let consumer = match self.consumer(checkpoint).await {
-            Ok(consumer) => consumer,
-            Err(e) => return Err(e),
-        };
         let name = self.consumer_name();
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(self.config.batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
-            Ok(messages) => messages,
-            Err(e) => return Err(format!("pulling from {name}: {e}")),
-        };
+        let description = format!("projector of the {} read model", self.key);
+        let mut messages =
+            match open_messages(&self.js, &self.config, &name, &description, checkpoint).await {
+                Ok(messages) => messages,
+                Err(e) => return e,
+            };
         if self.live {
             tracing::info!(model = %self.key, consumer = %name, checkpoint, "projecting");
         }
         loop {
-            if let Some((until, _)) = until
-                && checkpoint >= until
-            {
-                return Ok(());
-            }
-            let first = match messages.next().await {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => return Err(format!("receiving from {name}: {e}")),
-                None => return Err(format!("the consumer {name} stopped")),
+            let batch = match gather(&mut messages, self.config.batch, &name).await {
+                Ok(batch) => batch,
+                Err(e) => return e,
             };
-            // Then whatever follows closely, up to a batch: catching up, batches fill in a few
-            // milliseconds; live, an event waits at most one linger.
-            let mut batch = vec![first];
-            while batch.len() < self.config.batch {
-                let next = match messages.next().now_or_never() {
-                    Some(next) => next,
-                    None => match tokio::time::timeout(LINGER, messages.next()).await {
-                        Ok(next) => next,
-                        Err(_) => break,
-                    },
-                };
-                match next {
-                    Some(Ok(message)) => batch.push(message),
-                    Some(Err(e)) => return Err(format!("receiving from {name}: {e}")),
-                    None => return Err(format!("the consumer {name} stopped")),
-                }
-            }
+            let read = ReadBatch::read(batch, checkpoint);
             // A database error leaves the batch unacknowledged and applies it again, in order,
             // once the database answers; messages redelivered meanwhile are dropped as
             // duplicates.
-            let outcome = loop {
-                match self.apply_batch(&batch, checkpoint, &mut floor).await {
-                    Ok(outcome) => break outcome,
+            let applied = loop {
+                match self.apply_read(&read, checkpoint, &mut floor).await {
+                    Ok(applied) => break applied,
                     Err(e) => {
                         *failures = failures.saturating_add(1);
                         let delay = backoff(*failures, self.config.max_backoff);
@@ -286,10 +230,13 @@ impl<M: ReadModel> Projector<M> {
                 }
             };
             *failures = 0;
-            checkpoint = outcome.checkpoint;
-            if let Some((_, progress)) = until {
-                progress(checkpoint);
-            }
+            checkpoint = applied.outcome.checkpoint;
+            let held: Vec<bool> = applied
+                .verdicts
+                .iter()
+                .map(|v| *v == Verdict::Held)
+                .collect();
+            acknowledge(&read.messages, &held, self.config.gap_retry, &self.key).await;
         }
     }
 
@@ -307,60 +254,18 @@ impl<M: ReadModel> Projector<M> {
         Ok(seq)
     }
 
-    /// Makes the durable consumer again, from the checkpoint: the database, not the consumer,
-    /// says what is done (it may have been replaced or restored, and a killed process leaves
-    /// messages delivered but unacknowledged).
-    async fn consumer(
+    /// Sorts, applies and commits one batch read before; the caller acknowledges it.
+    async fn apply_read(
         &self,
-        checkpoint: u64,
-    ) -> Result<jetstream::consumer::Consumer<pull::Config>, String> {
-        let stream_name = self.config.names.events_stream();
-        let stream = self
-            .js
-            .get_stream_no_info(&stream_name)
-            .await
-            .map_err(|e| format!("opening {stream_name}: {e}"))?;
-        let name = self.consumer_name();
-        let config = pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(format!("projector of the {} read model", self.key)),
-            deliver_policy: if checkpoint == 0 {
-                jetstream::consumer::DeliverPolicy::All
-            } else {
-                jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: checkpoint + 1,
-                }
-            },
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: self.config.ack_wait,
-            max_deliver: -1,
-            max_ack_pending: (self.config.batch * 20) as i64,
-            ..Default::default()
-        };
-        if stream.get_consumer::<pull::Config>(&name).await.is_ok() {
-            stream
-                .delete_consumer(&name)
-                .await
-                .map_err(|e| format!("deleting the consumer {name}: {e}"))?;
-        }
-        stream
-            .get_or_create_consumer(&name, config)
-            .await
-            .map_err(|e| format!("opening the consumer {name}: {e}"))
-    }
-
-    /// Sorts, applies and commits one batch, then acknowledges it.
-    async fn apply_batch(
-        &self,
-        batch: &[jetstream::Message],
+        read: &ReadBatch,
         checkpoint: u64,
         floor: &mut Floor,
-    ) -> Result<BatchOutcome, sqlx::Error> {
+    ) -> Result<Applied, sqlx::Error> {
         let started = Instant::now();
         // One span per traced event, continuing the trace its publisher put in the headers; each
         // ends when the batch that applies it is committed.
         let _applying: Vec<tracing::Span> = if platform::telemetry::enabled() {
-            batch
+            read.messages
                 .iter()
                 .filter_map(|message| {
                     let traceparent = message.headers.as_ref()?.get("traceparent")?;
@@ -376,32 +281,7 @@ impl<M: ReadModel> Projector<M> {
         } else {
             Vec::new()
         };
-        let mut readings = Vec::with_capacity(batch.len());
-        // Each message's stream sequence, read once; `None` for one without JetStream metadata.
-        let mut seqs: Vec<Option<u64>> = Vec::with_capacity(batch.len());
-        let mut nodes: Vec<Uuid> = Vec::new();
-        let mut pending = 0;
-        for message in batch {
-            let info = message.info().ok();
-            seqs.push(info.as_ref().map(|i| i.stream_sequence));
-            let (seq, first_delivery) = match &info {
-                Some(info) => (info.stream_sequence, info.delivered <= 1),
-                None => (0, false),
-            };
-            pending = info.map_or(0, |i| i.pending);
-            if first_delivery && seq <= checkpoint {
-                readings.push((seq, None));
-                continue;
-            }
-            let reading = read(seq, &message.payload);
-            if let Some((node, _)) = reading_origin(&reading) {
-                nodes.push(node);
-            }
-            readings.push((seq, Some(reading)));
-        }
-        self.metrics.lag.store(pending, Ordering::Relaxed);
-        nodes.sort_unstable();
-        nodes.dedup();
+        self.metrics.lag.store(read.pending, Ordering::Relaxed);
 
         let mut tx = self.pool.begin().await?;
         sqlx::query(AssertSqlSafe(format!(
@@ -422,24 +302,28 @@ impl<M: ReadModel> Projector<M> {
              WHERE model = $1 AND node_id = ANY($2)",
         )
         .bind(&self.key)
-        .bind(&nodes)
+        .bind(&read.nodes)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .map(|(node, seq)| (node, seq as u64))
         .collect();
 
-        let mut verdicts = Vec::with_capacity(batch.len());
-        let mut facts: Vec<Fact> = Vec::new();
+        let mut verdicts = Vec::with_capacity(read.entries.len());
+        let mut facts: Vec<&Fact> = Vec::new();
         let mut parked: Vec<(i64, String, String, String)> = Vec::new();
         let mut moved: BTreeMap<Uuid, u64> = BTreeMap::new();
-        for ((seq, reading), message) in readings.into_iter().zip(batch) {
-            let Some(reading) = reading else {
+        for (entry, message) in read.entries.iter().zip(&read.messages) {
+            let seq = entry.seq.unwrap_or(0);
+            if entry.first_delivery && seq <= checkpoint {
                 verdicts.push(Verdict::Skipped);
                 continue;
-            };
-            let envelope_origin = reading_origin(&reading);
-            let verdict = match envelope_origin {
+            }
+            let reading = entry
+                .reading
+                .as_ref()
+                .expect("a batch is read against a checkpoint no later than its appliers'");
+            let verdict = match reading_origin(reading) {
                 None => Verdict::Parked,
                 Some((node, node_seq)) => {
                     let applied = progress.get(&node).copied().unwrap_or(0);
@@ -458,14 +342,14 @@ impl<M: ReadModel> Projector<M> {
                 }
             };
             match (verdict, reading) {
-                (Verdict::Applied, Reading::Event(fact)) => facts.push(*fact),
+                (Verdict::Applied, Reading::Event(fact)) => facts.push(fact),
                 (Verdict::Parked, Reading::Unreadable { reason })
                 | (Verdict::Parked, Reading::UnreadableEvent { reason, .. }) => {
                     tracing::error!(model = %self.key, stream_seq = seq, subject = %message.subject, "an unreadable message is parked: {reason}");
                     parked.push((
                         seq as i64,
                         message.subject.to_string(),
-                        reason,
+                        reason.clone(),
                         String::from_utf8_lossy(&message.payload).into_owned(),
                     ));
                 }
@@ -505,9 +389,9 @@ impl<M: ReadModel> Projector<M> {
             .await?;
         }
         let mut next_floor = floor.clone();
-        for (seq, verdict) in seqs.iter().zip(&verdicts) {
-            if let Some(seq) = seq {
-                next_floor.record(*seq, *verdict == Verdict::Held);
+        for (entry, verdict) in read.entries.iter().zip(&verdicts) {
+            if let Some(seq) = entry.seq {
+                next_floor.record(seq, *verdict == Verdict::Held);
             }
         }
         let new_checkpoint = (committed as u64).max(next_floor.checkpoint());
@@ -521,20 +405,11 @@ impl<M: ReadModel> Projector<M> {
         tx.commit().await?;
         *floor = next_floor;
 
-        // Acknowledgements are sent without waiting for replies: one lost is a redelivery, which
-        // changes nothing.
         let mut outcome = BatchOutcome {
             checkpoint: new_checkpoint,
             ..Default::default()
         };
-        for (message, verdict) in batch.iter().zip(&verdicts) {
-            let kind = match verdict {
-                Verdict::Held => AckKind::Nak(Some(self.config.gap_retry)),
-                _ => AckKind::Ack,
-            };
-            if let Err(e) = message.ack_with(kind).await {
-                tracing::debug!(model = %self.key, "an acknowledgement was not sent: {e}");
-            }
+        for verdict in &verdicts {
             match verdict {
                 Verdict::Skipped => outcome.skipped += 1,
                 Verdict::Duplicate => outcome.duplicates += 1,
@@ -551,7 +426,7 @@ impl<M: ReadModel> Projector<M> {
         m.parked.fetch_add(outcome.parked, Ordering::Relaxed);
         m.checkpoint.store(new_checkpoint, Ordering::Relaxed);
         m.observe_batch(started.elapsed());
-        tracing::trace!(model = %self.key, messages = batch.len(), first = batch[0].info().map(|i| i.stream_sequence).unwrap_or(0), ?outcome, took_ms = started.elapsed().as_secs_f64() * 1e3, "batch committed");
+        tracing::trace!(model = %self.key, messages = read.messages.len(), first = read.entries.first().and_then(|e| e.seq).unwrap_or(0), ?outcome, took_ms = started.elapsed().as_secs_f64() * 1e3, "batch committed");
         if outcome.held > 0 {
             tracing::debug!(model = %self.key, held = outcome.held, "events wait for earlier ones of their node");
         }
@@ -567,7 +442,402 @@ impl<M: ReadModel> Projector<M> {
             };
             self.model.after_commit(&committed, changes).await;
         }
-        Ok(outcome)
+        Ok(Applied { outcome, verdicts })
+    }
+}
+
+/// What a projector did with a batch: the totals, and each message's verdict in order.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub outcome: BatchOutcome,
+    verdicts: Vec<Verdict>,
+}
+
+/// A projector as [`run_together_until`] drives it: the read models differ in type, so this is
+/// what they have in common.
+pub(crate) trait Applier: Send + Sync {
+    /// Makes sure the checkpoint row exists and reads it.
+    fn start(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>>;
+    /// Sorts, applies and commits a batch read once for all.
+    fn apply_read<'a>(
+        &'a self,
+        read: &'a ReadBatch,
+        checkpoint: u64,
+        floor: &'a mut Floor,
+    ) -> BoxFuture<'a, Result<Applied, sqlx::Error>>;
+    /// The bookkeeping key (the model's name, or `<name>_rebuild`).
+    fn key(&self) -> &str;
+}
+
+impl<M: ReadModel> Applier for Projector<M> {
+    fn start(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+        Projector::start(self).boxed()
+    }
+
+    fn apply_read<'a>(
+        &'a self,
+        read: &'a ReadBatch,
+        checkpoint: u64,
+        floor: &'a mut Floor,
+    ) -> BoxFuture<'a, Result<Applied, sqlx::Error>> {
+        Projector::apply_read(self, read, checkpoint, floor).boxed()
+    }
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// A batch of messages as received, each read once for every projector that applies it.
+#[derive(Debug)]
+pub(crate) struct ReadBatch {
+    messages: Vec<jetstream::Message>,
+    entries: Vec<Entry>,
+    /// The origin nodes of the batch's envelopes, sorted, each once.
+    nodes: Vec<Uuid>,
+    /// Messages left in the consumer after the batch (the lag).
+    pending: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The stream sequence; `None` for a message without JetStream metadata.
+    seq: Option<u64>,
+    first_delivery: bool,
+    /// `None` for a first delivery at or below the checkpoint the batch was read against: every
+    /// projector applying the batch has done it, so it is not read.
+    reading: Option<Reading>,
+}
+
+impl ReadBatch {
+    /// Reads `messages` for projectors whose checkpoints are all at least `done_through`.
+    fn read(messages: Vec<jetstream::Message>, done_through: u64) -> ReadBatch {
+        let mut entries = Vec::with_capacity(messages.len());
+        let mut nodes: Vec<Uuid> = Vec::new();
+        let mut pending = 0;
+        for message in &messages {
+            let info = message.info().ok();
+            let (seq, first_delivery) = match &info {
+                Some(info) => (Some(info.stream_sequence), info.delivered <= 1),
+                None => (None, false),
+            };
+            pending = info.map_or(0, |i| i.pending);
+            let reading = if first_delivery && seq.unwrap_or(0) <= done_through {
+                None
+            } else {
+                let reading = read(seq.unwrap_or(0), &message.payload);
+                if let Some((node, _)) = reading_origin(&reading) {
+                    nodes.push(node);
+                }
+                Some(reading)
+            };
+            entries.push(Entry {
+                seq,
+                first_delivery,
+                reading,
+            });
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        ReadBatch {
+            messages,
+            entries,
+            nodes,
+            pending,
+        }
+    }
+}
+
+/// Makes the durable consumer `name` again, from `checkpoint`: the database, not the consumer,
+/// says what is done (it may have been replaced or restored, and a killed process leaves
+/// messages delivered but unacknowledged). Returns its messages.
+async fn open_messages(
+    js: &jetstream::Context,
+    config: &ProjectorConfig,
+    name: &str,
+    description: &str,
+    checkpoint: u64,
+) -> Result<pull::Stream, String> {
+    let stream_name = config.names.events_stream();
+    let stream = js
+        .get_stream_no_info(&stream_name)
+        .await
+        .map_err(|e| format!("opening {stream_name}: {e}"))?;
+    let consumer_config = pull::Config {
+        durable_name: Some(name.to_owned()),
+        description: Some(description.to_owned()),
+        deliver_policy: if checkpoint == 0 {
+            jetstream::consumer::DeliverPolicy::All
+        } else {
+            jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: checkpoint + 1,
+            }
+        },
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: (config.batch * 20) as i64,
+        ..Default::default()
+    };
+    if stream.get_consumer::<pull::Config>(name).await.is_ok() {
+        stream
+            .delete_consumer(name)
+            .await
+            .map_err(|e| format!("deleting the consumer {name}: {e}"))?;
+    }
+    let consumer = stream
+        .get_or_create_consumer(name, consumer_config)
+        .await
+        .map_err(|e| format!("opening the consumer {name}: {e}"))?;
+    consumer
+        .stream()
+        .max_messages_per_batch(config.batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| format!("pulling from {name}: {e}"))
+}
+
+/// The next batch: a first message, then whatever follows closely, up to `max`. Catching up,
+/// batches fill in a few milliseconds; live, an event waits at most one linger.
+async fn gather(
+    messages: &mut pull::Stream,
+    max: usize,
+    name: &str,
+) -> Result<Vec<jetstream::Message>, String> {
+    let first = match messages.next().await {
+        Some(Ok(message)) => message,
+        Some(Err(e)) => return Err(format!("receiving from {name}: {e}")),
+        None => return Err(format!("the consumer {name} stopped")),
+    };
+    let mut batch = vec![first];
+    while batch.len() < max {
+        let next = match messages.next().now_or_never() {
+            Some(next) => next,
+            None => match tokio::time::timeout(LINGER, messages.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            Some(Ok(message)) => batch.push(message),
+            Some(Err(e)) => return Err(format!("receiving from {name}: {e}")),
+            None => return Err(format!("the consumer {name} stopped")),
+        }
+    }
+    Ok(batch)
+}
+
+/// Acknowledges a committed batch: each message held back (by any projector that applied it)
+/// negatively, to come again after `gap_retry`, the rest positively. Sent without waiting for
+/// replies: one lost is a redelivery, which changes nothing.
+async fn acknowledge(
+    messages: &[jetstream::Message],
+    held: &[bool],
+    gap_retry: Duration,
+    key: &str,
+) {
+    for (message, held) in messages.iter().zip(held) {
+        let kind = if *held {
+            AckKind::Nak(Some(gap_retry))
+        } else {
+            AckKind::Ack
+        };
+        if let Err(e) = message.ack_with(kind).await {
+            tracing::debug!(model = %key, "an acknowledgement was not sent: {e}");
+        }
+    }
+}
+
+/// Batches read ahead of the appliers of [`run_together_until`], and applied at once.
+const IN_FLIGHT: usize = 3;
+
+/// Runs several projectors from one consumer called `consumer` until each one's checkpoint
+/// reaches `until`; for rebuilding several read models at once. Each message is delivered and
+/// read once; each projector applies every batch in its own transaction, on a task of its own;
+/// a message is acknowledged once every projector has committed it (negatively if any held it
+/// back: those that applied it drop it as a duplicate when it comes again). `progress` is told
+/// a projector's index and checkpoint after each of its batches. Starts again after errors.
+pub(crate) async fn run_together_until(
+    appliers: &[Arc<dyn Applier>],
+    js: &jetstream::Context,
+    config: &ProjectorConfig,
+    consumer: &str,
+    until: u64,
+    progress: &(dyn Fn(usize, u64) + Sync),
+) {
+    let mut failures: u32 = 0;
+    loop {
+        match together(appliers, js, config, consumer, until, progress).await {
+            Ok(()) => return,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures, config.max_backoff);
+                tracing::warn!(
+                    consumer,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "rebuild: {error}"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// One applied batch, waiting for the rest of the projectors before it is acknowledged.
+struct InFlight {
+    read: Arc<ReadBatch>,
+    held: Vec<bool>,
+    waiting_for: usize,
+}
+
+async fn together(
+    appliers: &[Arc<dyn Applier>],
+    js: &jetstream::Context,
+    config: &ProjectorConfig,
+    consumer: &str,
+    until: u64,
+    progress: &(dyn Fn(usize, u64) + Sync),
+) -> Result<(), String> {
+    let mut checkpoints = Vec::with_capacity(appliers.len());
+    for applier in appliers {
+        let checkpoint = applier
+            .start()
+            .await
+            .map_err(|e| format!("reading the checkpoint of {}: {e}", applier.key()))?;
+        progress(checkpoints.len(), checkpoint);
+        checkpoints.push(checkpoint);
+    }
+    let reached = |checkpoints: &[u64]| checkpoints.iter().all(|c| *c >= until);
+    if reached(&checkpoints) {
+        return Ok(());
+    }
+    let from = checkpoints.iter().copied().min().unwrap_or(0);
+    let description = "rebuild of several read models".to_owned();
+    let mut messages = open_messages(js, config, consumer, &description, from).await?;
+
+    // The reader gathers batches and reads each message, ahead of the appliers.
+    let (batches_out, mut batches) = mpsc::channel::<Result<Arc<ReadBatch>, String>>(IN_FLIGHT);
+    let (max, name) = (config.batch, consumer.to_owned());
+    let reader = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let next = gather(&mut messages, max, &name)
+                .await
+                .map(|batch| Arc::new(ReadBatch::read(batch, from)));
+            let failed = next.is_err();
+            if batches_out.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    }));
+
+    let (done_out, mut done) = mpsc::unbounded_channel::<(usize, u64, Applied)>();
+    let mut inputs = Vec::with_capacity(appliers.len());
+    let mut tasks = Vec::with_capacity(appliers.len());
+    for (index, applier) in appliers.iter().enumerate() {
+        let (input, mut batches) = mpsc::channel::<(u64, Arc<ReadBatch>)>(IN_FLIGHT);
+        let (applier, done_out) = (applier.clone(), done_out.clone());
+        let (mut checkpoint, max_backoff) = (checkpoints[index], config.max_backoff);
+        tasks.push(AbortOnDrop(tokio::spawn(async move {
+            let mut floor = Floor {
+                done: checkpoint,
+                held: BTreeSet::new(),
+            };
+            let mut failures: u32 = 0;
+            while let Some((id, read)) = batches.recv().await {
+                // A database error applies the batch again once the database answers.
+                let applied = loop {
+                    match applier.apply_read(&read, checkpoint, &mut floor).await {
+                        Ok(applied) => break applied,
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let delay = backoff(failures, max_backoff);
+                            tracing::warn!(model = %applier.key(), retry_in_ms = delay.as_millis() as u64, "applying a batch failed: {e}");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                };
+                failures = 0;
+                checkpoint = applied.outcome.checkpoint;
+                if done_out.send((index, id, applied)).is_err() {
+                    return;
+                }
+            }
+        })));
+        inputs.push(input);
+    }
+    drop(done_out);
+
+    let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
+    let mut next_id: u64 = 0;
+    while !reached(&checkpoints) {
+        tokio::select! {
+            read = batches.recv(), if in_flight.len() < IN_FLIGHT => {
+                let read = match read {
+                    Some(Ok(read)) => read,
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(format!("reading from {consumer} stopped")),
+                };
+                next_id += 1;
+                in_flight.insert(next_id, InFlight {
+                    held: vec![false; read.messages.len()],
+                    read: read.clone(),
+                    waiting_for: inputs.len(),
+                });
+                for input in &inputs {
+                    input
+                        .send((next_id, read.clone()))
+                        .await
+                        .map_err(|_| "a projector of the rebuild stopped".to_owned())?;
+                }
+            }
+            applied = done.recv() => {
+                let Some((index, id, applied)) = applied else {
+                    return Err("the projectors of the rebuild stopped".to_owned());
+                };
+                checkpoints[index] = applied.outcome.checkpoint;
+                progress(index, applied.outcome.checkpoint);
+                let Some(batch) = in_flight.get_mut(&id) else {
+                    continue;
+                };
+                for (held, verdict) in batch.held.iter_mut().zip(&applied.verdicts) {
+                    *held |= *verdict == Verdict::Held;
+                }
+                batch.waiting_for -= 1;
+                if batch.waiting_for == 0
+                    && let Some(batch) = in_flight.remove(&id)
+                {
+                    acknowledge(&batch.read.messages, &batch.held, config.gap_retry, consumer)
+                        .await;
+                }
+            }
+        }
+    }
+    // Every checkpoint reached the end: the batches still queued finish (or roll back) as the
+    // tasks end; what they commit beyond `until` is as right as the rest.
+    drop(inputs);
+    drop(reader);
+    for task in tasks {
+        task.finish().await;
+    }
+    Ok(())
+}
+
+/// A task aborted when its handle is dropped (an error or a cancelled caller leaves nothing
+/// running behind it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Waits for the task to end by itself.
+    async fn finish(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -575,7 +845,7 @@ impl<M: ReadModel> Projector<M> {
 /// and the held ones (negatively acknowledged, to come again). The checkpoint stops below the
 /// first held one.
 #[derive(Clone, Debug)]
-struct Floor {
+pub(crate) struct Floor {
     done: u64,
     held: BTreeSet<u64>,
 }

@@ -219,9 +219,9 @@ pub const MODELS: &[&str] = &[
 /// Tells a rebuild's progress: the model, the stream sequence reached and the stream's head.
 pub type RebuildProgress = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
-/// Rebuilds several read models at once, each on a task of its own (so each model's decoding
-/// and row building has a core, not one thread for all). Returns each model's result, in the
-/// order given.
+/// Rebuilds several read models at once (see [`crate::rebuild::rebuild_together`]: the history
+/// is read once, each model applies it on a task of its own). Returns each model's result, in
+/// the order given.
 pub async fn rebuild_models(
     names: &[&'static str],
     config: &Config,
@@ -232,49 +232,34 @@ pub async fn rebuild_models(
     &'static str,
     Result<crate::rebuild::Rebuilt, crate::rebuild::RebuildError>,
 )> {
-    let tasks: Vec<_> = names
-        .iter()
-        .map(|&name| {
-            let (config, pool, js, progress) =
-                (config.clone(), pool.clone(), js.clone(), progress.clone());
-            tokio::spawn(async move {
-                let told = |at: u64, head: u64| progress(name, at, head);
-                rebuild_model(name, &config, &pool, &js, &told).await
-            })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(tasks.len());
-    for (name, task) in names.iter().zip(tasks) {
-        let result = task.await.unwrap_or_else(|e| {
-            Err(crate::rebuild::RebuildError::Stopped {
-                model: name.to_string(),
-                detail: e.to_string(),
-            })
-        });
-        results.push((*name, result));
-    }
-    results
-}
-
-/// Rebuilds one read model by name (see [`crate::rebuild`]).
-pub async fn rebuild_model(
-    name: &str,
-    config: &Config,
-    pool: &PgPool,
-    js: &jetstream::Context,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<crate::rebuild::Rebuilt, crate::rebuild::RebuildError> {
-    use crate::rebuild::rebuild;
+    use crate::rebuild::{Part, RebuildError};
     let p = &config.projector;
-    match name {
-        Audit::NAME => rebuild(Audit::default(), pool, js, p, progress).await,
-        Hospital::NAME => rebuild(Hospital, pool, js, p, progress).await,
-        Insurance::NAME => rebuild(Insurance, pool, js, p, progress).await,
-        PublicHealth::NAME => {
-            let model =
-                PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone());
-            rebuild(model, pool, js, p, progress).await
+    let mut parts = Vec::new();
+    for &name in names {
+        match name {
+            Audit::NAME => parts.push(Part::of(Audit::default(), pool, js, p)),
+            Hospital::NAME => parts.push(Part::of(Hospital, pool, js, p)),
+            Insurance::NAME => parts.push(Part::of(Insurance, pool, js, p)),
+            PublicHealth::NAME => {
+                let model =
+                    PublicHealth::new(config.pseudonym_key.clone(), config.min_cell, pool.clone());
+                parts.push(Part::of(model, pool, js, p));
+            }
+            _ => {}
         }
-        other => Err(crate::rebuild::RebuildError::Unknown(other.to_owned())),
     }
+    let told = |name: &'static str, at: u64, head: u64| progress(name, at, head);
+    let mut rebuilt = if parts.is_empty() {
+        Vec::new()
+    } else {
+        crate::rebuild::rebuild_together(parts, pool, js, p, &told).await
+    };
+    // In the order given, the unknown names among them.
+    names
+        .iter()
+        .map(|&name| match rebuilt.iter().position(|(n, _)| *n == name) {
+            Some(at) => rebuilt.remove(at),
+            None => (name, Err(RebuildError::Unknown(name.to_owned()))),
+        })
+        .collect()
 }

@@ -140,7 +140,8 @@ pub async fn apply<M: ReadModel>(pool: &PgPool, model: &M, facts: &[Fact], batch
         .execute(&mut *tx)
         .await
         .unwrap();
-        model.apply(&mut tx, chunk).await.unwrap();
+        let chunk: Vec<&Fact> = chunk.iter().collect();
+        model.apply(&mut tx, &chunk).await.unwrap();
         tx.commit().await.unwrap();
     }
 }
