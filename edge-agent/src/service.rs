@@ -197,7 +197,7 @@ impl RunningEdge {
     /// Stops taking requests, answers those in flight (their commits finish), then closes the
     /// log.
     pub async fn stop(self) -> anyhow::Result<()> {
-        // Sync keeps its marks in the log after every round: stopping it anywhere loses
+        // Sync writes its marks to the log just after each pass: stopping it anywhere loses
         // nothing (what was sent and not yet marked is sent again, and dropped as a duplicate).
         // Inbound acknowledges only after its commit: stopping it anywhere means a redelivery,
         // and what is already stored is skipped.

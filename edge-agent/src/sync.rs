@@ -231,15 +231,6 @@ impl Outbox {
         Ok(())
     }
 
-    fn record_confirmed(&self, confirmed: u64) -> rusqlite::Result<()> {
-        self.conn.execute(
-            "INSERT INTO sync_marks (id, sent_seq, confirmed_seq) VALUES (1, 0, ?1) \
-             ON CONFLICT (id) DO UPDATE SET confirmed_seq = MAX(confirmed_seq, excluded.confirmed_seq)",
-            [confirmed as i64],
-        )?;
-        Ok(())
-    }
-
     fn log_attempt(
         &self,
         events: usize,
@@ -288,17 +279,131 @@ impl Outbox {
         rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
 
-    fn record(&self, sent: u64, events: usize, error: Option<&str>) -> rusqlite::Result<()> {
-        self.conn.execute(
-            "INSERT INTO sync_marks (id, sent_seq, confirmed_seq) VALUES (1, ?1, 0) \
-             ON CONFLICT (id) DO UPDATE SET sent_seq = MAX(sent_seq, excluded.sent_seq)",
-            [sent as i64],
-        )?;
-        self.log_attempt(
-            events,
-            if error.is_some() { "failed" } else { "sent" },
-            error,
-        )
+    /// Writes what was noted, in one transaction (one wait for the write lock, one fsync).
+    fn write_notes(&self, notes: &Notes) -> rusqlite::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        if notes.sent > 0 {
+            tx.execute(
+                "INSERT INTO sync_marks (id, sent_seq, confirmed_seq) VALUES (1, ?1, 0) \
+                 ON CONFLICT (id) DO UPDATE SET sent_seq = MAX(sent_seq, excluded.sent_seq)",
+                [notes.sent as i64],
+            )?;
+        }
+        if notes.confirmed > 0 {
+            tx.execute(
+                "INSERT INTO sync_marks (id, sent_seq, confirmed_seq) VALUES (1, 0, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET confirmed_seq = MAX(confirmed_seq, excluded.confirmed_seq)",
+                [notes.confirmed as i64],
+            )?;
+        }
+        for attempt in &notes.attempts {
+            tx.execute(
+                "INSERT INTO sync_log (at, events, result, error) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    attempt.at,
+                    attempt.events as i64,
+                    attempt.result,
+                    attempt.error
+                ],
+            )?;
+        }
+        if !notes.attempts.is_empty() {
+            tx.execute(
+                "DELETE FROM sync_log WHERE id <= (SELECT MAX(id) FROM sync_log) - ?1",
+                [SYNC_LOG_ROWS],
+            )?;
+        }
+        tx.commit()
+    }
+}
+
+/// What the sync task has to keep in the log: its marks and the attempts for the sync log.
+/// The task notes them and goes on publishing; [`keep_records`] writes them. Writing waits for
+/// the log's write lock, which the writer holds while it commits, and for an fsync: on the
+/// publishing path that wait held events back for up to half a second under load.
+#[derive(Debug, Default)]
+struct Notes {
+    sent: u64,
+    confirmed: u64,
+    attempts: Vec<Attempt>,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    at: String,
+    events: usize,
+    result: &'static str,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    notes: Mutex<Notes>,
+    noted: Notify,
+}
+
+impl Records {
+    fn note(&self, change: impl FnOnce(&mut Notes)) {
+        change(&mut self.notes.lock().expect("sync notes"));
+        self.noted.notify_one();
+    }
+
+    /// Puts back what could not be written, before what was noted since.
+    fn put_back(&self, mut unwritten: Notes) {
+        let mut notes = self.notes.lock().expect("sync notes");
+        notes.sent = notes.sent.max(unwritten.sent);
+        notes.confirmed = notes.confirmed.max(unwritten.confirmed);
+        unwritten.attempts.append(&mut notes.attempts);
+        let excess = unwritten
+            .attempts
+            .len()
+            .saturating_sub(SYNC_LOG_ROWS as usize);
+        unwritten.attempts.drain(..excess);
+        notes.attempts = unwritten.attempts;
+    }
+}
+
+/// Writes what the sync task notes, everything noted since the last write in one transaction,
+/// on a connection of its own (so the task's reads of the log never wait behind it). A mark
+/// not yet written when the edge stops only means events sent again after the restart, which
+/// consumers drop by `(node_id, node_seq)`.
+async fn keep_records(records: Arc<Records>, outbox: Outbox) {
+    let outbox = Arc::new(Mutex::new(outbox));
+    loop {
+        records.noted.notified().await;
+        let notes = std::mem::take(&mut *records.notes.lock().expect("sync notes"));
+        let writing = outbox.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let result = writing.lock().expect("outbox").write_notes(&notes);
+            (notes, result)
+        })
+        .await;
+        match written {
+            Ok((_, Ok(()))) => {}
+            Ok((notes, Err(e))) => {
+                tracing::warn!("the sync marks and log could not be written (tried again): {e}");
+                records.put_back(notes);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                records.noted.notify_one();
+            }
+            Err(e) => tracing::error!("writing the sync marks and log failed: {e}"),
+        }
+    }
+}
+
+/// Polls for the log's write lock every millisecond: SQLite's own busy handler backs off to
+/// 100 ms sleeps, long after the writer let go.
+fn poll_for_the_lock(retries: i32) -> bool {
+    std::thread::sleep(Duration::from_millis(1));
+    retries < 10_000
+}
+
+/// A task that ends with its holder.
+struct Owned(tokio::task::JoinHandle<()>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -322,14 +427,21 @@ pub async fn run_outbound(
     committed: Arc<Notify>,
     tokens: Arc<crate::auth::TokenCheck>,
 ) {
-    let outbox = match Outbox::open(&db, identity) {
-        Ok(outbox) => Arc::new(Mutex::new(outbox)),
+    let opened = Outbox::open(&db, identity).and_then(|outbox| {
+        let recording = Outbox::open(&db, identity)?;
+        recording.conn.busy_handler(Some(poll_for_the_lock))?;
+        Ok((outbox, recording))
+    });
+    let (outbox, recording) = match opened {
+        Ok((outbox, recording)) => (Arc::new(Mutex::new(outbox)), recording),
         Err(e) => {
             tracing::error!("sync cannot open the log {}: {e}", db.display());
             state.lock().expect("sync state").last_error = Some(e.to_string());
             return;
         }
     };
+    let records = Arc::new(Records::default());
+    let _recorder = Owned(tokio::spawn(keep_records(records.clone(), recording)));
     let marks = read_marks(&outbox.lock().expect("outbox").conn);
     let (kept_sent, kept_confirmed) = match marks {
         Ok(marks) => marks,
@@ -368,12 +480,16 @@ pub async fn run_outbound(
             if count > 0 {
                 sent = sent.max(cursor);
                 let error = result.as_ref().err().cloned();
-                let mark = sent;
-                on_log(&outbox, move |o| {
-                    o.record(mark, count, error.as_deref())
-                        .map_err(|e| format!("recording the sent mark: {e}"))
-                })
-                .await?;
+                let at = now();
+                records.note(|notes| {
+                    notes.sent = notes.sent.max(sent);
+                    notes.attempts.push(Attempt {
+                        at,
+                        events: count,
+                        result: if error.is_some() { "failed" } else { "sent" },
+                        error,
+                    });
+                });
             }
             result?;
             state.lock().expect("sync state").sent_node_seq = sent;
@@ -385,11 +501,7 @@ pub async fn run_outbound(
                     && mark > confirmed
                 {
                     confirmed = mark;
-                    on_log(&outbox, move |o| {
-                        o.record_confirmed(mark)
-                            .map_err(|e| format!("recording the confirmed mark: {e}"))
-                    })
-                    .await?;
+                    records.note(|notes| notes.confirmed = notes.confirmed.max(mark));
                 }
                 let mut s = state.lock().expect("sync state");
                 s.confirmed_node_seq = confirmed;

@@ -70,6 +70,44 @@ async fn what_was_recorded_offline_arrives_once_in_order_when_nats_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sent_mark_and_every_attempt_are_kept_in_the_log() {
+    let mut nats = NatsServer::new();
+    let prefix = prefix();
+    let edge = spawn_synced(&nats, &prefix).await;
+    nats.start();
+    record(&edge, 40).await;
+    wait_until_sent(&edge).await;
+    // Written beside the publishing, not on its path: soon after, not at once.
+    let read = || {
+        let conn = rusqlite::Connection::open(edge.db()).unwrap();
+        let sent: i64 = conn
+            .query_row("SELECT sent_seq FROM sync_marks", [], |r| r.get(0))
+            .unwrap_or(0);
+        let (rows, events): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(events), 0) FROM sync_log WHERE result = 'sent'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        (sent, rows, events)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (sent, rows, events) = loop {
+        let (sent, rows, events) = read();
+        if sent == 40 && events == 40 {
+            break (sent, rows, events);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sent mark {sent}, {rows} attempts carrying {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!((1..=40).contains(&rows), "{sent} {rows} {events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_while_commands_go_on_lose_and_double_nothing() {
     let mut nats = NatsServer::new();
     nats.start();
