@@ -296,6 +296,92 @@ async fn hms_audit_verify_exits_0_on_an_intact_history_and_1_after_tampering_and
     db.drop().await;
 }
 
+#[tokio::test]
+async fn hms_projections_rebuild_all_rebuilds_every_model_from_the_stream_and_refuses_an_unknown_one()
+ {
+    use domain::event::{CentralNodeRegistered, HospitalRegistered};
+    use domain::values::{HospitalId, Name, NodePublicKey, RegionCode};
+    use projections::testing::{Recorder, TestDb};
+
+    let db = TestDb::new().await;
+    let prefix = format!("cli{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let names = platform::streams::Names::new(&prefix).unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+    platform::streams::ensure_events_stream(
+        &js,
+        &names,
+        platform::streams::DEFAULT_DUPLICATE_WINDOW,
+    )
+    .await
+    .unwrap();
+    let mut central = Recorder::new();
+    let mut envelopes = vec![central.record(CentralNodeRegistered {
+        node_id: central.node,
+        public_key: NodePublicKey::from_verifying_key(&central.key.verifying_key()),
+    })];
+    for name in ["St Mary", "St Luke"] {
+        envelopes.push(central.record(HospitalRegistered {
+            hospital_id: HospitalId::from_uuid(uuid::Uuid::now_v7()),
+            name: Name::parse(name).unwrap(),
+            region_code: RegionCode::parse("KE-30").unwrap(),
+        }));
+    }
+    for envelope in &envelopes {
+        js.publish(
+            envelope.subject(&prefix),
+            serde_json::to_vec(envelope).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let rebuild = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hms"))
+            .args(["projections", "rebuild", model])
+            .env("HMS_DATABASE_URL", &db.url)
+            .env("HMS_SUBJECT_PREFIX", &prefix)
+            .env("HMS_DATA_DIR", data.path())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("the hms binary runs")
+    };
+
+    let out = rebuild("all");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for model in projections::service::MODELS {
+        assert!(
+            stdout.contains(&format!("{model}: rebuilt to stream sequence 3 (3 events")),
+            "{stdout}"
+        );
+    }
+    let hospitals: i64 = sqlx::query_scalar("SELECT count(*) FROM hospital.hospitals")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!((hospitals, events), (2, 3));
+
+    let out = rebuild("wards");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no read model called \"wards\""),
+        "{stderr}"
+    );
+    let _ = js.delete_stream(names.events_stream()).await;
+    db.drop().await;
+}
+
 #[test]
 fn hms_audit_names_a_database_it_cannot_read_with_its_own_exit_code_and_writes_nothing() {
     let url = format!(
