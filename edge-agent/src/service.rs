@@ -385,16 +385,34 @@ pub async fn run(config: EdgeConfig, shutdown: impl Future<Output = ()>) -> anyh
     edge.stop().await
 }
 
-/// The nice value of background work: it runs when the cores have nothing more urgent.
+/// The nice value of background work where SCHED_IDLE cannot be had.
 const BACKGROUND_NICE: i32 = 19;
 
-/// Makes the calling thread (not the process: on Linux the nice value is per thread) yield to
-/// the others. Failing to is not worth stopping for.
+/// Makes the calling thread (not the process) run only when a core has nothing else to do:
+/// SCHED_IDLE, so that any other thread that wakes takes the core at once. A nice value only
+/// weighs the shares: at nice 19 the start-up check still took a third of the cores during a
+/// replay and held sync back by a tenth. Falls back to nice 19; failing both is not worth
+/// stopping for.
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(e) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE)
     {
-        tracing::debug!("the verification thread keeps its priority: {e}");
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        if let Err(e) = idle {
+            tracing::debug!("the verification thread is not SCHED_IDLE ({e:?}): nice instead");
+            if let Err(e) = rustix::process::setpriority_process(
+                Some(rustix::thread::gettid()),
+                BACKGROUND_NICE,
+            ) {
+                tracing::debug!("the verification thread keeps its priority: {e}");
+            }
+        }
     }
 }
