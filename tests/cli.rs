@@ -183,6 +183,28 @@ fn hms_token_uses_a_configured_private_key_and_never_makes_one() {
 }
 
 /// `hms audit <args>` against the database at `url`.
+/// A central node's registration and two hospitals it registered: three events of one chain.
+fn two_hospitals_by_the_central_node() -> (
+    projections::testing::Recorder,
+    Vec<domain::envelope::Envelope>,
+) {
+    use domain::event::{CentralNodeRegistered, HospitalRegistered};
+    use domain::values::{HospitalId, Name, NodePublicKey, RegionCode};
+    let mut central = projections::testing::Recorder::new();
+    let mut envelopes = vec![central.record(CentralNodeRegistered {
+        node_id: central.node,
+        public_key: NodePublicKey::from_verifying_key(&central.key.verifying_key()),
+    })];
+    for name in ["St Mary", "St Luke"] {
+        envelopes.push(central.record(HospitalRegistered {
+            hospital_id: HospitalId::from_uuid(uuid::Uuid::now_v7()),
+            name: Name::parse(name).unwrap(),
+            region_code: RegionCode::parse("KE-30").unwrap(),
+        }));
+    }
+    (central, envelopes)
+}
+
 fn hms_audit(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hms"))
         .arg("audit")
@@ -196,23 +218,10 @@ fn hms_audit(url: &str, args: &[&str]) -> std::process::Output {
 async fn hms_audit_verify_exits_0_on_an_intact_history_and_1_after_tampering_and_replay_writes_it()
 {
     use domain::envelope::Envelope;
-    use domain::event::{CentralNodeRegistered, HospitalRegistered};
-    use domain::values::{HospitalId, Name, NodePublicKey, RegionCode};
-    use projections::testing::{Recorder, TestDb, apply, facts};
+    use projections::testing::{TestDb, apply, facts};
 
     let db = TestDb::new().await;
-    let mut central = Recorder::new();
-    let mut envelopes = vec![central.record(CentralNodeRegistered {
-        node_id: central.node,
-        public_key: NodePublicKey::from_verifying_key(&central.key.verifying_key()),
-    })];
-    for name in ["St Mary", "St Luke"] {
-        envelopes.push(central.record(HospitalRegistered {
-            hospital_id: HospitalId::from_uuid(uuid::Uuid::now_v7()),
-            name: Name::parse(name).unwrap(),
-            region_code: RegionCode::parse("KE-30").unwrap(),
-        }));
-    }
+    let (central, envelopes) = two_hospitals_by_the_central_node();
     apply(
         &db.pool,
         &projections::audit::Audit::default(),
@@ -299,9 +308,7 @@ async fn hms_audit_verify_exits_0_on_an_intact_history_and_1_after_tampering_and
 #[tokio::test]
 async fn hms_projections_rebuild_all_rebuilds_every_model_from_the_stream_and_refuses_an_unknown_one()
  {
-    use domain::event::{CentralNodeRegistered, HospitalRegistered};
-    use domain::values::{HospitalId, Name, NodePublicKey, RegionCode};
-    use projections::testing::{Recorder, TestDb};
+    use projections::testing::TestDb;
 
     let db = TestDb::new().await;
     let prefix = format!("cli{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
@@ -314,18 +321,7 @@ async fn hms_projections_rebuild_all_rebuilds_every_model_from_the_stream_and_re
     )
     .await
     .unwrap();
-    let mut central = Recorder::new();
-    let mut envelopes = vec![central.record(CentralNodeRegistered {
-        node_id: central.node,
-        public_key: NodePublicKey::from_verifying_key(&central.key.verifying_key()),
-    })];
-    for name in ["St Mary", "St Luke"] {
-        envelopes.push(central.record(HospitalRegistered {
-            hospital_id: HospitalId::from_uuid(uuid::Uuid::now_v7()),
-            name: Name::parse(name).unwrap(),
-            region_code: RegionCode::parse("KE-30").unwrap(),
-        }));
-    }
+    let (_, envelopes) = two_hospitals_by_the_central_node();
     for envelope in &envelopes {
         js.publish(
             envelope.subject(&prefix),
