@@ -215,21 +215,15 @@ impl<M: ReadModel> Projector<M> {
                 Err(e) => return e,
             };
             let read = ReadBatch::read(batch, checkpoint);
-            // A database error leaves the batch unacknowledged and applies it again, in order,
-            // once the database answers; messages redelivered meanwhile are dropped as
-            // duplicates.
-            let applied = loop {
-                match self.apply_read(&read, checkpoint, &mut floor).await {
-                    Ok(applied) => break applied,
-                    Err(e) => {
-                        *failures = failures.saturating_add(1);
-                        let delay = backoff(*failures, self.config.max_backoff);
-                        tracing::warn!(model = %self.key, retry_in_ms = delay.as_millis() as u64, "applying a batch failed: {e}");
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            };
-            *failures = 0;
+            let applied = apply_until_committed(
+                self,
+                &read,
+                checkpoint,
+                &mut floor,
+                failures,
+                self.config.max_backoff,
+            )
+            .await;
             checkpoint = applied.outcome.checkpoint;
             let held: Vec<bool> = applied
                 .verdicts
@@ -548,6 +542,33 @@ impl ReadBatch {
     }
 }
 
+/// Applies a batch until it commits: a database error leaves the batch unacknowledged and
+/// applies it again, in order, once the database answers (messages redelivered meanwhile are
+/// dropped as duplicates). `failures` counts the errors in a row, for the backoff.
+async fn apply_until_committed(
+    applier: &dyn Applier,
+    read: &ReadBatch,
+    checkpoint: u64,
+    floor: &mut Floor,
+    failures: &mut u32,
+    max_backoff: Duration,
+) -> Applied {
+    loop {
+        match applier.apply_read(read, checkpoint, floor).await {
+            Ok(applied) => {
+                *failures = 0;
+                return applied;
+            }
+            Err(e) => {
+                *failures = failures.saturating_add(1);
+                let delay = backoff(*failures, max_backoff);
+                tracing::warn!(model = %applier.key(), retry_in_ms = delay.as_millis() as u64, "applying a batch failed: {e}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 /// Makes the durable consumer `name` again, from `checkpoint`: the database, not the consumer,
 /// says what is done (it may have been replaced or restored, and a killed process leaves
 /// messages delivered but unacknowledged). Returns its messages.
@@ -746,19 +767,15 @@ async fn together(
             };
             let mut failures: u32 = 0;
             while let Some((id, read)) = batches.recv().await {
-                // A database error applies the batch again once the database answers.
-                let applied = loop {
-                    match applier.apply_read(&read, checkpoint, &mut floor).await {
-                        Ok(applied) => break applied,
-                        Err(e) => {
-                            failures = failures.saturating_add(1);
-                            let delay = backoff(failures, max_backoff);
-                            tracing::warn!(model = %applier.key(), retry_in_ms = delay.as_millis() as u64, "applying a batch failed: {e}");
-                            tokio::time::sleep(delay).await;
-                        }
-                    }
-                };
-                failures = 0;
+                let applied = apply_until_committed(
+                    applier.as_ref(),
+                    &read,
+                    checkpoint,
+                    &mut floor,
+                    &mut failures,
+                    max_backoff,
+                )
+                .await;
                 checkpoint = applied.outcome.checkpoint;
                 if done_out.send((index, id, applied)).is_err() {
                     return;
