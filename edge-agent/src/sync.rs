@@ -398,15 +398,6 @@ fn poll_for_the_lock(retries: i32) -> bool {
     retries < 10_000
 }
 
-/// A task that ends with its holder.
-struct Owned(tokio::task::JoinHandle<()>);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// What the task holds while connected.
 struct Session {
     js: async_nats::jetstream::Context,
@@ -441,7 +432,8 @@ pub async fn run_outbound(
         }
     };
     let records = Arc::new(Records::default());
-    let _recorder = Owned(tokio::spawn(keep_records(records.clone(), recording)));
+    let _recorder =
+        platform::task::AbortOnDrop(tokio::spawn(keep_records(records.clone(), recording)));
     let marks = read_marks(&outbox.lock().expect("outbox").conn);
     let (kept_sent, kept_confirmed) = match marks {
         Ok(marks) => marks,

@@ -13,6 +13,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod retry;
 pub mod streams;
+pub mod task;
 pub mod telemetry;
 pub mod token;
 pub mod totp;

@@ -25,6 +25,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use platform::retry::backoff;
 use platform::streams::Names;
+use platform::task::AbortOnDrop;
 use sqlx::{AssertSqlSafe, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -839,23 +840,6 @@ async fn together(
         task.finish().await;
     }
     Ok(())
-}
-
-/// A task aborted when its handle is dropped (an error or a cancelled caller leaves nothing
-/// running behind it).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl AbortOnDrop {
-    /// Waits for the task to end by itself.
-    async fn finish(mut self) {
-        let _ = (&mut self.0).await;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// What this process knows of the messages since its start: the highest stream sequence done,
