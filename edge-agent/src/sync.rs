@@ -231,16 +231,22 @@ impl Outbox {
         Ok(())
     }
 
-    fn log_attempt(
-        &self,
-        events: usize,
-        result: &str,
-        error: Option<&str>,
-    ) -> rusqlite::Result<()> {
-        self.conn.execute(
-            "INSERT INTO sync_log (at, events, result, error) VALUES (?1, ?2, ?3, ?4)",
-            params![now(), events as i64, result, error],
-        )?;
+    /// Adds attempts to the sync log and drops its oldest rows beyond [`SYNC_LOG_ROWS`].
+    fn log_attempts(&self, attempts: &[Attempt]) -> rusqlite::Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        for attempt in attempts {
+            self.conn.execute(
+                "INSERT INTO sync_log (at, events, result, error) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    attempt.at,
+                    attempt.events as i64,
+                    attempt.result,
+                    attempt.error
+                ],
+            )?;
+        }
         self.conn.execute(
             "DELETE FROM sync_log WHERE id <= (SELECT MAX(id) FROM sync_log) - ?1",
             [SYNC_LOG_ROWS],
@@ -296,23 +302,8 @@ impl Outbox {
                 [notes.confirmed as i64],
             )?;
         }
-        for attempt in &notes.attempts {
-            tx.execute(
-                "INSERT INTO sync_log (at, events, result, error) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    attempt.at,
-                    attempt.events as i64,
-                    attempt.result,
-                    attempt.error
-                ],
-            )?;
-        }
-        if !notes.attempts.is_empty() {
-            tx.execute(
-                "DELETE FROM sync_log WHERE id <= (SELECT MAX(id) FROM sync_log) - ?1",
-                [SYNC_LOG_ROWS],
-            )?;
-        }
+        // On the transaction's connection: part of it.
+        self.log_attempts(&notes.attempts)?;
         tx.commit()
     }
 }
@@ -508,8 +499,13 @@ pub async fn run_outbound(
                 );
                 cursor = confirmed;
                 on_log(&outbox, move |o| {
-                    o.log_attempt(again as usize, "resend", None)
-                        .map_err(|e| e.to_string())
+                    o.log_attempts(&[Attempt {
+                        at: crate::sync::now(),
+                        events: again as usize,
+                        result: "resend",
+                        error: None,
+                    }])
+                    .map_err(|e| e.to_string())
                 })
                 .await?;
                 state.lock().expect("sync state").resends += 1;
