@@ -27,7 +27,8 @@ pub struct QueryArgs {
     /// The most PostgreSQL connections the API holds.
     #[arg(long, env = "HMS_QUERY_MAX_CONNECTIONS", default_value_t = 32)]
     max_connections: u32,
-    /// Keep JSON answers until a projector commits (`false`: every request reads PostgreSQL).
+    /// Keep JSON answers until a projector commits a change they show (`false`: every request
+    /// reads PostgreSQL).
     #[arg(long, env = "HMS_QUERY_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     cache: bool,
 }

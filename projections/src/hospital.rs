@@ -12,7 +12,7 @@
 //! domain rules, which are one line each.
 
 use crate::fact::Fact;
-use crate::model::ReadModel;
+use crate::model::{ReadModel, Touched};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::appointment::{self, Appointment, AppointmentStatus};
 use domain::event::{Event, PatientDetails};
@@ -155,19 +155,32 @@ fn is_conflict(event: &Event) -> bool {
 pub struct Hospital;
 
 impl ReadModel for Hospital {
-    type Changes = ();
+    type Changes = Touched;
     const NAME: &'static str = "hospital";
     const SCHEMAS: &'static [&'static str] = &["hospital"];
 
-    async fn apply(&self, conn: &mut PgConnection, facts: &[&Fact]) -> Result<(), sqlx::Error> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        facts: &[&Fact],
+    ) -> Result<Touched, sqlx::Error> {
         if facts.is_empty() {
-            return Ok(());
+            return Ok(Touched::default());
         }
         let mut batch = Batch::load(conn, facts).await?;
+        // Before and after the folds: a row may leave a patient's or a doctor's answers.
+        let mut touched = Touched::default();
+        batch.touched(&mut touched);
         for fact in facts {
             batch.fold(fact);
         }
-        batch.store(conn).await
+        batch.touched(&mut touched);
+        batch.store(conn).await?;
+        Ok(touched)
+    }
+
+    fn touched(changes: &Touched) -> Touched {
+        changes.clone()
     }
 }
 
@@ -700,6 +713,25 @@ impl Batch {
         m.expires_on.push(expires_on);
         m.prescription_id.push(prescription_id);
         m.occurred_at.push(at);
+    }
+
+    /// Adds the patients whose record and the doctors whose appointments the batch's rows
+    /// belong to: the touched patients, prescriptions, lab orders and appointments, and the
+    /// diagnoses and notes added.
+    fn touched(&self, touched: &mut Touched) {
+        touched.patients.extend(self.patients.keys());
+        touched
+            .patients
+            .extend(self.prescriptions.values().map(|r| r.patient_id));
+        touched
+            .patients
+            .extend(self.lab_orders.values().map(|r| r.patient_id));
+        touched.patients.extend(&self.diagnoses.patient_id);
+        touched.patients.extend(&self.notes.patient_id);
+        for row in self.appointments.values() {
+            touched.patients.insert(row.state.patient_id.as_uuid());
+            touched.doctors.insert(row.state.doctor_id.as_uuid());
+        }
     }
 
     /// Writes every touched row and every history row: one statement per table.

@@ -5,6 +5,8 @@ use async_nats::jetstream;
 use domain::values::NodeId;
 use platform::streams::Names;
 use sqlx::PgConnection;
+use std::collections::BTreeSet;
+use uuid::Uuid;
 
 /// A read model: a set of PostgreSQL schemas folded from the history, batch by batch.
 ///
@@ -34,6 +36,13 @@ pub trait ReadModel: Send + Sync + 'static {
         facts: &[&Fact],
     ) -> impl Future<Output = Result<Self::Changes, sqlx::Error>> + Send;
 
+    /// What the query API's answer cache must forget for a batch's changes (written in the
+    /// batch's transaction by the live projector). By default nothing in particular: every
+    /// cached answer that depends on the model as a whole is forgotten all the same.
+    fn touched(_changes: &Self::Changes) -> Touched {
+        Touched::default()
+    }
+
     /// Runs after the batch's commit (and only while the model is the live one, not during a
     /// rebuild): publishing what must be published. A failure here is the model's to log and
     /// retry; the batch is committed whatever happens.
@@ -53,4 +62,13 @@ pub struct Committed<'a> {
     pub names: &'a Names,
     /// Per origin node whose progress moved: its highest `node_seq` applied now.
     pub nodes: &'a [(NodeId, u64)],
+}
+
+/// The keys whose answers a batch changed, for the query API's answer cache
+/// (`projection.changes`): the patients whose record changed (details, diagnoses, notes,
+/// prescriptions, lab orders, appointments) and the doctors whose appointments changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    pub patients: BTreeSet<Uuid>,
+    pub doctors: BTreeSet<Uuid>,
 }

@@ -382,6 +382,15 @@ async fn swap(part: &Part, pool: &PgPool) -> Result<Swap, sqlx::Error> {
         .bind(rebuilt)
         .execute(&mut *tx)
         .await?;
+    // Every answer the query API keeps from the replaced tables is forgotten.
+    crate::runtime::record_changes(
+        &mut tx,
+        part.name,
+        rebuilt as u64,
+        true,
+        &crate::model::Touched::default(),
+    )
+    .await?;
     sqlx::query("DELETE FROM projection.checkpoints WHERE model = $1")
         .bind(&key)
         .execute(&mut *tx)

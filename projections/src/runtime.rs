@@ -18,7 +18,7 @@
 
 use crate::fact::{Fact, Reading, read};
 use crate::metrics::ModelMetrics;
-use crate::model::{Committed, ReadModel};
+use crate::model::{Committed, ReadModel, Touched};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use domain::values::NodeId;
 use futures::future::BoxFuture;
@@ -26,7 +26,7 @@ use futures::{FutureExt, StreamExt};
 use platform::retry::backoff;
 use platform::streams::Names;
 use platform::task::AbortOnDrop;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -390,6 +390,16 @@ impl<M: ReadModel> Projector<M> {
             }
         }
         let new_checkpoint = (committed as u64).max(next_floor.checkpoint());
+        if self.live && !facts.is_empty() {
+            record_changes(
+                &mut tx,
+                &self.key,
+                new_checkpoint,
+                false,
+                &M::touched(&changes),
+            )
+            .await?;
+        }
         if new_checkpoint > committed as u64 {
             sqlx::query("UPDATE projection.checkpoints SET stream_seq = $2 WHERE model = $1")
                 .bind(&self.key)
@@ -439,6 +449,44 @@ impl<M: ReadModel> Projector<M> {
         }
         Ok(Applied { outcome, verdicts })
     }
+}
+
+/// How long the rows of `projection.changes` are kept: far longer than the query API's cache
+/// takes between two looks (it starts afresh after any look that fails).
+const CHANGES_KEPT: &str = "10 minutes";
+
+/// Records what a committed batch (or a rebuild's swap, `everything`) changed in `model`, for
+/// the query API's answer cache, in the transaction that holds the model's checkpoint row; and
+/// now and then deletes the rows older than [`CHANGES_KEPT`].
+pub async fn record_changes(
+    tx: &mut PgConnection,
+    model: &str,
+    stream_seq: u64,
+    everything: bool,
+    touched: &Touched,
+) -> Result<(), sqlx::Error> {
+    let patients: Vec<Uuid> = touched.patients.iter().copied().collect();
+    let doctors: Vec<Uuid> = touched.doctors.iter().copied().collect();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO projection.changes (model, stream_seq, everything, patients, doctors) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(model)
+    .bind(stream_seq as i64)
+    .bind(everything)
+    .bind(&patients)
+    .bind(&doctors)
+    .fetch_one(&mut *tx)
+    .await?;
+    if id % 1_000 == 0 {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM projection.changes \
+             WHERE recorded_at < now() - interval '{CHANGES_KEPT}'"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// What a projector did with a batch: the totals, and each message's verdict in order.

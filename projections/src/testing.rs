@@ -146,6 +146,37 @@ pub async fn apply<M: ReadModel>(pool: &PgPool, model: &M, facts: &[Fact], batch
     }
 }
 
+/// Applies facts as the live projector of `model` commits them: each batch also moves the
+/// model's checkpoint and records what it changed for the query API's answer cache.
+pub async fn apply_live<M: ReadModel>(pool: &PgPool, model: &M, facts: &[Fact], batch: usize) {
+    for chunk in facts.chunks(batch.max(1)) {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "SET LOCAL search_path TO {}",
+            M::SCHEMAS.join(", ")
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let last = chunk.last().map_or(0, |f| f.stream_seq);
+        sqlx::query(
+            "INSERT INTO projection.checkpoints (model, stream_seq) VALUES ($1, $2) \
+             ON CONFLICT (model) DO UPDATE SET stream_seq = EXCLUDED.stream_seq",
+        )
+        .bind(M::NAME)
+        .bind(last as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let chunk: Vec<&Fact> = chunk.iter().collect();
+        let changes = model.apply(&mut tx, &chunk).await.unwrap();
+        crate::runtime::record_changes(&mut tx, M::NAME, last, false, &M::touched(&changes))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
 impl Default for Recorder {
     fn default() -> Self {
         Recorder::new()

@@ -8,7 +8,8 @@ use domain::event::*;
 use domain::values::*;
 use support::*;
 
-/// A hospital, `patients` patients across regions, sexes and ages, each diagnosed twice.
+/// A hospital, `patients` patients across regions, sexes and ages, each diagnosed twice and
+/// every fourth booked with a doctor.
 fn clinical_history(
     node: &mut Recorder,
     patients: usize,
@@ -71,6 +72,20 @@ fn clinical_history(
                 })),
             );
         }
+        // Every fourth patient is booked with a doctor.
+        if i % 4 == 0 {
+            let doctor = UserId::from_uuid(uuid::Uuid::now_v7());
+            events.push(node.record(Event::AppointmentBooked(AppointmentBooked {
+                appointment_id: AppointmentId::from_uuid(uuid::Uuid::now_v7()),
+                hospital_id: hospital,
+                patient_id: patient.patient_id,
+                doctor_id: doctor,
+                starts_at: Timestamp::parse("2026-05-04T09:00:00Z").unwrap(),
+                duration_minutes: DurationMinutes::new(30).unwrap(),
+                reason: ShortText::parse("check-up").unwrap(),
+                booked_by: doctor,
+            })));
+        }
         registered.push(patient);
     }
     (events, registered)
@@ -110,6 +125,31 @@ async fn a_rebuild_gives_the_tables_of_the_incremental_run_while_the_live_one_go
     wait_for(&db.pool, "SELECT count(*) FROM audit.events", total).await;
     let checkpoint = "SELECT min(stream_seq) FROM projection.checkpoints";
     wait_for(&db.pool, checkpoint, messages).await;
+    // The live projectors recorded what each batch changed, for the query API's answer cache:
+    // every patient and every doctor with an appointment is named by a change of the hospital
+    // model, and every model recorded its batches.
+    let unnamed: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM hospital.patients WHERE patient_id NOT IN \
+                   (SELECT unnest(patients) FROM projection.changes WHERE model = 'hospital')), \
+                (SELECT count(*) FROM hospital.appointments WHERE doctor_id NOT IN \
+                   (SELECT unnest(doctors) FROM projection.changes WHERE model = 'hospital')), \
+                (SELECT count(*) FROM hospital.appointments)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((unnamed.0, unnamed.1), (0, 0), "{unnamed:?}");
+    assert!(
+        unnamed.2 > 0,
+        "no appointment: the check would mean nothing"
+    );
+    let models_changed: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT model) FROM projection.changes WHERE NOT everything",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(models_changed, projections::service::MODELS.len() as i64);
     let before = dump_models(&db.pool).await;
     let indexes = audit_indexes(&db.pool).await;
     assert!(indexes.len() >= 7, "{indexes:?}");
@@ -167,6 +207,18 @@ async fn a_rebuild_gives_the_tables_of_the_incremental_run_while_the_live_one_go
     .await
     .unwrap();
     assert_eq!(leftovers, 0);
+    // Each swap told the query API's cache to forget the model's answers.
+    let swaps: Vec<String> =
+        sqlx::query_scalar("SELECT model FROM projection.changes WHERE everything ORDER BY model")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let mut models: Vec<String> = projections::service::MODELS
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    models.sort();
+    assert_eq!(swaps, models);
 
     // The live projector goes on in the swapped-in schemas.
     let (more, _) = clinical_history(&mut node, 5);

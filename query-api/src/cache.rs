@@ -1,13 +1,25 @@
-//! Answers kept until the read models move. Every read model changes only when a projector
-//! commits a batch, and each commit moves its checkpoint; so an answer computed at one set of
-//! checkpoints stays right until they change. A background task reads the checkpoints every
-//! [`POLL`]; a JSON answer of a route whose data lives only in PostgreSQL is kept under
-//! (method, path and query, the caller's scope) and served again while they are unchanged. An
-//! answer is at most one poll staler than PostgreSQL, and the read models are themselves behind
-//! the stream, so no reader can tell the difference except by the speed.
+//! Answers kept until what they show changes. The read models change only when a projector
+//! commits a batch (or a rebuild swaps a model in), and each such commit writes a row of
+//! `projection.changes` saying which patients and doctors it touched (migration 0008). A
+//! background task reads the rows added since its last look every [`POLL`]; a JSON answer of a
+//! route whose data lives only in PostgreSQL is kept under (method, path and query, the
+//! caller's scope) and served again until a change that concerns it is read:
 //!
-//! While the checkpoints cannot be read (PostgreSQL down), nothing is served from the cache:
-//! requests go to the database and get its 503.
+//! - a patient's record (`/v1/patients/{id}`) until a change names that patient;
+//! - a doctor's appointments (`/v1/appointments?doctor_id=`), or a patient's
+//!   (`?patient_id=`), until a change names that doctor (or patient);
+//! - every other answer until any change at all.
+//!
+//! So a projector committing all the time (a hospital at work) makes the cache forget only the
+//! answers it touched. An answer is at most one poll staler than PostgreSQL, and the read models
+//! are themselves behind the stream, so no reader can tell the difference except by the speed.
+//!
+//! The rule that makes a kept answer safe: it is stamped with the count of changes read before
+//! its query ran, and served only while no change read since concerns it. A change committed
+//! before the query but read after it only makes the cache forget an answer that was right.
+//!
+//! While the changes cannot be read (PostgreSQL down), nothing is served from the cache:
+//! requests go to the database and get its 503; after any failed look the cache starts afresh.
 
 use crate::access::{Caller, Scope};
 use axum::body::{Body, Bytes};
@@ -18,21 +30,26 @@ use axum::response::{IntoResponse, Response};
 use lru::LruCache;
 use platform::metrics::Counter;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use uuid::Uuid;
 
-/// How often the checkpoints are read.
+/// How often the changes are read.
 pub const POLL: Duration = Duration::from_millis(100);
 /// Answers kept at most.
 const ENTRIES: usize = 8_192;
 /// Answers larger than this are not kept.
 const MAX_BODY: usize = 256 * 1024;
+/// Keys whose last change is remembered at most; past that the cache starts afresh.
+const TRACKED_KEYS: usize = 200_000;
+/// Change rows read in one look at most; more (a long pause) and the cache starts afresh.
+const ROWS_PER_LOOK: i64 = 10_000;
 
 /// Routes never answered from the cache: those whose answers depend on more than the read
 /// models (or on nothing), and the verification, which exists to notice rows changed behind
-/// the projectors' back (no checkpoint moves for that).
+/// the projectors' back (no change is recorded for that).
 const UNCACHED: &[&str] = &[
     "/healthz",
     "/readyz",
@@ -47,72 +64,275 @@ struct CacheKey {
     scope: Scope,
 }
 
+/// A key a change can name (`projection.changes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Tag {
+    Patient(Uuid),
+    Doctor(Uuid),
+}
+
+/// What an answer shows, so what makes it stale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Shows {
+    /// Only rows of these keys: a change naming one of them.
+    Keys(Vec<Tag>),
+    /// Anything: any change.
+    Anything,
+}
+
+impl Shows {
+    /// What the answer to `path` and `query` shows (the routes of `routes/hospital.rs`).
+    fn of(path: &str, query: Option<&str>) -> Shows {
+        if let Some(id) = path.strip_prefix("/v1/patients/") {
+            return match Uuid::parse_str(id) {
+                Ok(id) => Shows::Keys(vec![Tag::Patient(id)]),
+                Err(_) => Shows::Anything,
+            };
+        }
+        if path == "/v1/appointments" {
+            let mut doctor = None;
+            let mut patient = None;
+            for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+                let slot = match name.as_ref() {
+                    "doctor_id" => &mut doctor,
+                    "patient_id" => &mut patient,
+                    _ => continue,
+                };
+                // A parameter given twice is refused by the route; nothing to keep.
+                if slot.is_some() {
+                    return Shows::Anything;
+                }
+                match Uuid::parse_str(&value) {
+                    Ok(id) => *slot = Some(id),
+                    Err(_) => return Shows::Anything,
+                }
+            }
+            // An appointment's change names its doctor and its patient: either filter alone
+            // confines the answer to the rows of one key.
+            return match (doctor, patient) {
+                (Some(doctor), _) => Shows::Keys(vec![Tag::Doctor(doctor)]),
+                (None, Some(patient)) => Shows::Keys(vec![Tag::Patient(patient)]),
+                (None, None) => Shows::Anything,
+            };
+        }
+        Shows::Anything
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
-    version: String,
+    /// How many changes had been read when the answer's query started.
+    stamp: u64,
+    shows: Shows,
     body: Bytes,
+}
+
+/// The changes read so far, and the answers kept.
+#[derive(Debug)]
+struct Kept {
+    entries: LruCache<CacheKey, Entry>,
+    /// Whether the last look at the changes succeeded: only then is anything served or kept.
+    reading: bool,
+    /// Changes read so far (each row counts one).
+    read: u64,
+    /// Answers stamped before this are stale (a rebuild's swap, or a fresh start).
+    horizon: u64,
+    /// The count at the last change of any kind.
+    last_any: u64,
+    /// Per key, the count at its last change (since `horizon`).
+    last_of: HashMap<Tag, u64>,
+    /// Per model, the id of the last change row read.
+    seen: HashMap<String, i64>,
+}
+
+/// What the cache holds for a request.
+enum Found {
+    /// The changes cannot be read: nothing is served or kept.
+    NotReading,
+    Kept(Bytes),
+    /// No fresh answer; one computed now is stamped with `stamp`.
+    Missing {
+        stamp: u64,
+    },
+}
+
+impl Kept {
+    fn find(&mut self, key: &CacheKey) -> Found {
+        if !self.reading {
+            return Found::NotReading;
+        }
+        let body = match self.entries.peek(key) {
+            Some(entry) if self.fresh(entry) => entry.body.clone(),
+            _ => return Found::Missing { stamp: self.read },
+        };
+        self.entries.promote(key);
+        Found::Kept(body)
+    }
+
+    fn keep(&mut self, key: CacheKey, entry: Entry) {
+        if self.reading {
+            self.entries.put(key, entry);
+        }
+    }
+
+    fn fresh(&self, entry: &Entry) -> bool {
+        entry.stamp >= self.horizon
+            && match &entry.shows {
+                Shows::Anything => self.last_any <= entry.stamp,
+                Shows::Keys(tags) => tags
+                    .iter()
+                    .all(|tag| self.last_of.get(tag).is_none_or(|at| *at <= entry.stamp)),
+            }
+    }
+
+    /// Forgets everything: every answer kept so far is stale.
+    fn start_afresh(&mut self) {
+        self.read += 1;
+        self.horizon = self.read;
+        self.last_any = self.read;
+        self.last_of.clear();
+        self.entries.clear();
+    }
+
+    fn change(&mut self, everything: bool, patients: &[Uuid], doctors: &[Uuid]) {
+        self.read += 1;
+        self.last_any = self.read;
+        if everything {
+            self.horizon = self.read;
+            self.last_of.clear();
+            return;
+        }
+        let at = self.read;
+        let tags = patients
+            .iter()
+            .map(|id| Tag::Patient(*id))
+            .chain(doctors.iter().map(|id| Tag::Doctor(*id)));
+        for tag in tags {
+            self.last_of.insert(tag, at);
+        }
+        if self.last_of.len() > TRACKED_KEYS {
+            self.start_afresh();
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct ResponseCache {
-    entries: Mutex<LruCache<CacheKey, Entry>>,
-    version: watch::Receiver<Option<String>>,
+    kept: Mutex<Kept>,
     /// Answers served from the cache.
     pub hits: Counter,
-    /// Answers the cache could have served but did not hold (or held from older checkpoints).
+    /// Answers the cache could have served but did not hold (or held stale).
     pub misses: Counter,
 }
 
+/// One row of `projection.changes`.
+type ChangeRow = (i64, String, bool, Vec<Uuid>, Vec<Uuid>);
+
 impl ResponseCache {
-    /// Starts reading the checkpoints of `pool` in the background (the task ends with the
-    /// returned cache's last holder).
-    pub fn start(pool: PgPool) -> std::sync::Arc<ResponseCache> {
-        let (tx, rx) = watch::channel(None);
-        let cache = std::sync::Arc::new(ResponseCache {
-            entries: Mutex::new(LruCache::new(NonZeroUsize::new(ENTRIES).expect("non-zero"))),
-            version: rx,
+    /// Starts reading the changes of `pool` in the background (the task ends with the returned
+    /// cache's last holder).
+    pub fn start(pool: PgPool) -> Arc<ResponseCache> {
+        let cache = Arc::new(ResponseCache {
+            kept: Mutex::new(Kept {
+                entries: LruCache::new(NonZeroUsize::new(ENTRIES).expect("non-zero")),
+                reading: false,
+                read: 0,
+                horizon: 0,
+                last_any: 0,
+                last_of: HashMap::new(),
+                seen: HashMap::new(),
+            }),
             hits: Counter::default(),
             misses: Counter::default(),
         });
-        let weak = std::sync::Arc::downgrade(&cache);
+        let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(POLL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while weak.strong_count() > 0 {
+            loop {
                 ticker.tick().await;
-                let version = sqlx::query_scalar::<_, String>(
-                    "SELECT coalesce(string_agg(model || ':' || stream_seq, ',' ORDER BY model), '') \
-                     FROM projection.checkpoints",
-                )
-                .fetch_one(&pool)
-                .await
-                .ok();
-                tx.send_if_modified(|current| {
-                    let changed = *current != version;
-                    *current = version;
-                    changed
-                });
+                let Some(cache) = weak.upgrade() else { break };
+                cache.look(&pool).await;
             }
         });
         cache
     }
 
-    fn current(&self) -> Option<String> {
-        self.version.borrow().clone()
+    /// Reads the changes since the last look and forgets what they make stale.
+    async fn look(&self, pool: &PgPool) {
+        let reading = self.kept.lock().expect("cache").reading;
+        if !reading {
+            // A fresh start: the last change row of each model is where reading begins.
+            let start = sqlx::query_as::<_, (String, i64)>(
+                "SELECT k.model, coalesce((SELECT max(c.id) FROM projection.changes c \
+                 WHERE c.model = k.model), 0) FROM projection.checkpoints k",
+            )
+            .fetch_all(pool)
+            .await;
+            if let Ok(start) = start {
+                let mut kept = self.kept.lock().expect("cache");
+                kept.start_afresh();
+                kept.seen = start.into_iter().collect();
+                kept.reading = true;
+            }
+            return;
+        }
+        let (models, after): (Vec<String>, Vec<i64>) = {
+            let kept = self.kept.lock().expect("cache");
+            kept.seen.iter().map(|(m, id)| (m.clone(), *id)).unzip()
+        };
+        // Per model, the rows above the last id read (a model new since the last look: all of
+        // its rows). Ids of one model increase in commit order (see the migration).
+        let rows = sqlx::query_as::<_, ChangeRow>(
+            "SELECT c.id, c.model, c.everything, c.patients, c.doctors \
+             FROM projection.checkpoints k \
+             LEFT JOIN unnest($1::text[], $2::bigint[]) AS s(model, after) ON s.model = k.model \
+             JOIN projection.changes c ON c.model = k.model AND c.id > coalesce(s.after, 0) \
+             ORDER BY c.id LIMIT $3",
+        )
+        .bind(&models)
+        .bind(&after)
+        .bind(ROWS_PER_LOOK + 1)
+        .fetch_all(pool)
+        .await;
+        let mut kept = self.kept.lock().expect("cache");
+        match rows {
+            Err(e) => {
+                if kept.reading {
+                    tracing::warn!(
+                        "answer cache: the changes cannot be read ({e}); answers come from the database until they can"
+                    );
+                }
+                kept.reading = false;
+                kept.start_afresh();
+            }
+            Ok(rows) if rows.len() as i64 > ROWS_PER_LOOK => {
+                tracing::info!(
+                    "answer cache: more than {ROWS_PER_LOOK} changes since the last look; starting afresh"
+                );
+                kept.reading = false;
+                kept.start_afresh();
+            }
+            Ok(rows) => {
+                for (id, model, everything, patients, doctors) in rows {
+                    kept.change(everything, &patients, &doctors);
+                    kept.seen.insert(model, id);
+                }
+            }
+        }
     }
 }
 
 /// The middleware: serves a kept answer, or runs the handler and keeps its answer.
 pub async fn serve(
-    State(cache): State<std::sync::Arc<ResponseCache>>,
+    State(cache): State<Arc<ResponseCache>>,
     request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path();
     let wants_json = crate::page::Format::from_headers(request.headers())
         .is_ok_and(|f| f == crate::page::Format::Json);
-    let (Some(caller), Some(version)) = (request.extensions().get::<Caller>(), cache.current())
-    else {
+    let Some(caller) = request.extensions().get::<Caller>() else {
         return next.run(request).await;
     };
     if !wants_json || UNCACHED.contains(&path) {
@@ -126,17 +346,18 @@ pub async fn serve(
             .unwrap_or_default(),
         scope: caller.scope,
     };
-    let kept = cache
-        .entries
-        .lock()
-        .expect("cache")
-        .get(&key)
-        .and_then(|entry| (entry.version == version).then(|| entry.body.clone()));
-    if let Some(body) = kept {
-        cache.hits.inc();
-        return json(body);
-    }
+    // Decided under the lock, which no await may hold.
+    let found = cache.kept.lock().expect("cache").find(&key);
+    let stamp = match found {
+        Found::NotReading => return next.run(request).await,
+        Found::Kept(body) => {
+            cache.hits.inc();
+            return json(body);
+        }
+        Found::Missing { stamp } => stamp,
+    };
     cache.misses.inc();
+    let shows = Shows::of(path, request.uri().query());
     let response = next.run(request).await;
     if response.status() != StatusCode::OK
         || response.headers().get(header::CONTENT_TYPE)
@@ -150,10 +371,11 @@ pub async fn serve(
         Ok(bytes) => {
             if bytes.len() <= MAX_BODY {
                 let entry = Entry {
-                    version,
+                    stamp,
+                    shows,
                     body: bytes.clone(),
                 };
-                cache.entries.lock().expect("cache").put(key, entry);
+                cache.kept.lock().expect("cache").keep(key, entry);
             }
             Response::from_parts(parts, Body::from(bytes))
         }
@@ -170,4 +392,104 @@ fn json(body: Bytes) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept() -> Kept {
+        Kept {
+            entries: LruCache::new(NonZeroUsize::new(16).expect("non-zero")),
+            reading: true,
+            read: 0,
+            horizon: 0,
+            last_any: 0,
+            last_of: HashMap::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    fn entry(stamp: u64, shows: Shows) -> Entry {
+        Entry {
+            stamp,
+            shows,
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn an_answer_is_stale_only_after_a_change_that_concerns_it() {
+        let (p1, p2, d1) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut kept = kept();
+        kept.change(false, &[p1], &[]);
+        let stamp = kept.read;
+        let record = entry(stamp, Shows::Keys(vec![Tag::Patient(p1)]));
+        let day = entry(stamp, Shows::Keys(vec![Tag::Doctor(d1)]));
+        let list = entry(stamp, Shows::Anything);
+        assert!(kept.fresh(&record) && kept.fresh(&day) && kept.fresh(&list));
+
+        // Another patient's change: only the answers that show anything are stale.
+        kept.change(false, &[p2], &[]);
+        assert!(kept.fresh(&record) && kept.fresh(&day));
+        assert!(!kept.fresh(&list));
+
+        // The doctor's change.
+        kept.change(false, &[], &[d1]);
+        assert!(kept.fresh(&record));
+        assert!(!kept.fresh(&day));
+
+        // The patient's own change, read after the answer's query started.
+        kept.change(false, &[p1], &[]);
+        assert!(!kept.fresh(&record));
+        // An answer whose query started after that change was read is fresh.
+        assert!(kept.fresh(&entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]))));
+    }
+
+    #[test]
+    fn a_swap_or_a_fresh_start_makes_every_earlier_answer_stale() {
+        let p1 = Uuid::now_v7();
+        let mut kept = kept();
+        let record = entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]));
+        kept.change(true, &[], &[]);
+        assert!(!kept.fresh(&record));
+        let after = entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]));
+        assert!(kept.fresh(&after));
+        kept.start_afresh();
+        assert!(!kept.fresh(&after));
+    }
+
+    #[test]
+    fn what_an_answer_shows_follows_its_route_and_filters() {
+        let (p, d) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(
+            Shows::of(&format!("/v1/patients/{p}"), None),
+            Shows::Keys(vec![Tag::Patient(p)])
+        );
+        assert_eq!(Shows::of("/v1/patients/nope", None), Shows::Anything);
+        assert_eq!(Shows::of("/v1/patients", Some("q=a")), Shows::Anything);
+        assert_eq!(
+            Shows::of(
+                "/v1/appointments",
+                Some(&format!("doctor_id={d}&date=2026-03-02&status=approved"))
+            ),
+            Shows::Keys(vec![Tag::Doctor(d)])
+        );
+        assert_eq!(
+            Shows::of("/v1/appointments", Some(&format!("patient_id={p}"))),
+            Shows::Keys(vec![Tag::Patient(p)])
+        );
+        assert_eq!(
+            Shows::of(
+                "/v1/appointments",
+                Some(&format!("doctor_id={d}&doctor_id={d}"))
+            ),
+            Shows::Anything
+        );
+        assert_eq!(Shows::of("/v1/appointments", None), Shows::Anything);
+        assert_eq!(
+            Shows::of("/v1/prescriptions", Some(&format!("patient_id={p}"))),
+            Shows::Anything
+        );
+    }
 }

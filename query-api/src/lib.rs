@@ -40,7 +40,7 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     pub min_cell: u64,
     pub max_connections: u32,
-    /// Keep JSON answers until a projector's checkpoint moves (see [`cache`]).
+    /// Keep JSON answers until a projector commits a change they show (see [`cache`]).
     pub cache: bool,
 }
 
@@ -243,8 +243,8 @@ pub fn router(shared: Shared) -> Router {
             async move { axum::Json(document.as_ref().clone()) }
         }),
     );
-    // Outermost last: the access check runs first, then the answers kept while the read models
-    // stand still (when the cache is on).
+    // Outermost last: the access check runs first, then the answers kept until a change they
+    // show is committed (when the cache is on).
     let api = match &shared.cache {
         Some(kept) => api.route_layer(axum::middleware::from_fn_with_state(
             kept.clone(),
