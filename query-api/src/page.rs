@@ -241,7 +241,10 @@ impl List {
     }
 
     /// The one row the conditions select (a detail route: the id and the caller's scope).
-    pub async fn fetch_optional<T: Item>(self, pool: &PgPool) -> Result<Option<T>, ApiError> {
+    pub async fn fetch_optional<T>(self, pool: &PgPool) -> Result<Option<T>, ApiError>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
         let page = Page {
             limit: Some(1),
             after: None,

@@ -123,7 +123,7 @@ pub struct PatientRecord {
     pub lab_orders: Vec<LabOrder>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Diagnosis {
     pub event_id: Uuid,
     pub icd10_code: String,
@@ -133,12 +133,23 @@ pub struct Diagnosis {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Note {
     pub event_id: Uuid,
     pub note: String,
     pub author_id: Uuid,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// A patient's row with the parts of their record, as one statement reads them.
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    #[sqlx(flatten)]
+    patient: Patient,
+    diagnoses_list: sqlx::types::Json<Vec<Diagnosis>>,
+    notes_list: sqlx::types::Json<Vec<Note>>,
+    prescriptions_list: sqlx::types::Json<Vec<Prescription>>,
+    lab_orders_list: sqlx::types::Json<Vec<LabOrder>>,
 }
 
 /// One patient's record. Another hospital's patient (or, for a patient, anyone else) is 404.
@@ -155,43 +166,36 @@ pub async fn get_patient(
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<PatientRecord>, ApiError> {
     let Path(id) = id.map_err(|_| ApiError::invalid("id", "must be a UUID"))?;
-    let not_found = || ApiError::NotFound(format!("no patient {id}"));
-    let mut list = List::new(PATIENT_COLUMNS, "hospital.patients", PATIENT_KEYS);
-    list.scope(caller.scope).and("patient_id = ", id);
-    let pool = &shared.pool;
-    let patient: Patient = list.fetch_optional(pool).await?.ok_or_else(not_found)?;
-    let (diagnoses, notes, prescriptions, lab_orders) = tokio::try_join!(
-        sqlx::query_as::<_, Diagnosis>(
-            "SELECT event_id, icd10_code, description, appointment_id, doctor_id, occurred_at \
-             FROM hospital.diagnoses WHERE patient_id = $1 ORDER BY stream_seq"
-        )
-        .bind(id)
-        .fetch_all(pool),
-        sqlx::query_as::<_, Note>(
-            "SELECT event_id, note, author_id, occurred_at FROM hospital.notes \
-             WHERE patient_id = $1 ORDER BY stream_seq"
-        )
-        .bind(id)
-        .fetch_all(pool),
-        sqlx::query_as::<_, Prescription>(sqlx::AssertSqlSafe(format!(
-            "SELECT {PRESCRIPTION_COLUMNS} FROM hospital.prescriptions WHERE patient_id = $1 \
-             ORDER BY issued_at, prescription_id"
-        )))
-        .bind(id)
-        .fetch_all(pool),
-        sqlx::query_as::<_, LabOrder>(sqlx::AssertSqlSafe(format!(
-            "SELECT {LAB_ORDER_COLUMNS} FROM hospital.lab_orders WHERE patient_id = $1 \
-             ORDER BY ordered_at, lab_order_id"
-        )))
-        .bind(id)
-        .fetch_all(pool),
-    )?;
+    // One statement: the patient's row (in the caller's scope) with each part of the record
+    // gathered beside it as a JSON array, so a record costs one round trip.
+    let columns = format!(
+        "{PATIENT_COLUMNS}, \
+         (SELECT coalesce(json_agg(d ORDER BY d.stream_seq), '[]') FROM (SELECT event_id, \
+            icd10_code, description, appointment_id, doctor_id, occurred_at, stream_seq \
+            FROM hospital.diagnoses WHERE patient_id = $1) d) AS diagnoses_list, \
+         (SELECT coalesce(json_agg(n ORDER BY n.stream_seq), '[]') FROM (SELECT event_id, note, \
+            author_id, occurred_at, stream_seq FROM hospital.notes WHERE patient_id = $1) n) \
+            AS notes_list, \
+         (SELECT coalesce(json_agg(r ORDER BY r.issued_at, r.prescription_id), '[]') FROM \
+            (SELECT {PRESCRIPTION_COLUMNS} FROM hospital.prescriptions WHERE patient_id = $1) r) \
+            AS prescriptions_list, \
+         (SELECT coalesce(json_agg(o ORDER BY o.ordered_at, o.lab_order_id), '[]') FROM \
+            (SELECT {LAB_ORDER_COLUMNS} FROM hospital.lab_orders WHERE patient_id = $1) o) \
+            AS lab_orders_list"
+    );
+    let mut list = List::new(&columns, "hospital.patients", PATIENT_KEYS);
+    // The first condition binds the id as $1, which the subqueries name.
+    list.and("patient_id = ", id).scope(caller.scope);
+    let row: RecordRow = list
+        .fetch_optional(&shared.pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no patient {id}")))?;
     Ok(Json(PatientRecord {
-        patient,
-        diagnoses,
-        notes,
-        prescriptions,
-        lab_orders,
+        patient: row.patient,
+        diagnoses: row.diagnoses_list.0,
+        notes: row.notes_list.0,
+        prescriptions: row.prescriptions_list.0,
+        lab_orders: row.lab_orders_list.0,
     }))
 }
 
@@ -313,7 +317,7 @@ pub async fn list_appointments(
     page::respond::<Appointment>(&shared.pool, list, page, format).await
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Prescription {
     pub prescription_id: Uuid,
     pub hospital_id: Uuid,
@@ -478,7 +482,7 @@ pub async fn list_inventory(
 }
 
 /// A lab order, with the result that stands (the first recorded), if any.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct LabOrder {
     pub lab_order_id: Uuid,
     pub hospital_id: Uuid,
