@@ -729,8 +729,12 @@ impl Batch {
         touched.patients.extend(&self.diagnoses.patient_id);
         touched.patients.extend(&self.notes.patient_id);
         for row in self.appointments.values() {
+            let (doctor, starts_at) = (row.state.doctor_id.as_uuid(), row.state.starts_at);
             touched.patients.insert(row.state.patient_id.as_uuid());
-            touched.doctors.insert(row.state.doctor_id.as_uuid());
+            touched.doctors.insert(doctor);
+            touched
+                .doctor_days
+                .insert((doctor, starts_at.as_datetime().date_naive()));
         }
     }
 

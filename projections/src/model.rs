@@ -66,9 +66,11 @@ pub struct Committed<'a> {
 
 /// The keys whose answers a batch changed, for the query API's answer cache
 /// (`projection.changes`): the patients whose record changed (details, diagnoses, notes,
-/// prescriptions, lab orders, appointments) and the doctors whose appointments changed.
+/// prescriptions, lab orders, appointments), the doctors whose appointments changed, and each
+/// (doctor, day in UTC) whose appointments changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Touched {
     pub patients: BTreeSet<Uuid>,
     pub doctors: BTreeSet<Uuid>,
+    pub doctor_days: BTreeSet<(Uuid, chrono::NaiveDate)>,
 }

@@ -467,15 +467,20 @@ pub async fn record_changes(
 ) -> Result<(), sqlx::Error> {
     let patients: Vec<Uuid> = touched.patients.iter().copied().collect();
     let doctors: Vec<Uuid> = touched.doctors.iter().copied().collect();
+    let (day_doctors, days): (Vec<Uuid>, Vec<chrono::NaiveDate>) =
+        touched.doctor_days.iter().copied().unzip();
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO projection.changes (model, stream_seq, everything, patients, doctors) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO projection.changes \
+         (model, stream_seq, everything, patients, doctors, day_doctors, days) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(model)
     .bind(stream_seq as i64)
     .bind(everything)
     .bind(&patients)
     .bind(&doctors)
+    .bind(&day_doctors)
+    .bind(&days)
     .fetch_one(&mut *tx)
     .await?;
     if id % 1_000 == 0 {

@@ -6,8 +6,9 @@
 //! caller's scope) and served again until a change that concerns it is read:
 //!
 //! - a patient's record (`/v1/patients/{id}`) until a change names that patient;
-//! - a doctor's appointments (`/v1/appointments?doctor_id=`), or a patient's
-//!   (`?patient_id=`), until a change names that doctor (or patient);
+//! - a doctor's appointments of one day (`/v1/appointments?doctor_id=&date=`) until a change
+//!   names that doctor and day; of any days (`?doctor_id=`) until one names the doctor; a
+//!   patient's (`?patient_id=`) until one names the patient;
 //! - every other answer until any change at all.
 //!
 //! So a projector committing all the time (a hospital at work) makes the cache forget only the
@@ -27,6 +28,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
 use lru::LruCache;
 use platform::metrics::Counter;
 use sqlx::PgPool;
@@ -69,6 +71,7 @@ struct CacheKey {
 enum Tag {
     Patient(Uuid),
     Doctor(Uuid),
+    DoctorDay(Uuid, NaiveDate),
 }
 
 /// What an answer shows, so what makes it stale.
@@ -90,32 +93,41 @@ impl Shows {
             };
         }
         if path == "/v1/appointments" {
-            let mut doctor = None;
-            let mut patient = None;
+            let (mut doctor, mut patient, mut date) = (None, None, None);
             for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-                let slot = match name.as_ref() {
-                    "doctor_id" => &mut doctor,
-                    "patient_id" => &mut patient,
-                    _ => continue,
+                // A parameter given twice or unreadable is refused by the route: nothing to
+                // keep.
+                let read = match name.as_ref() {
+                    "doctor_id" => once(&mut doctor, Uuid::parse_str(&value).ok()),
+                    "patient_id" => once(&mut patient, Uuid::parse_str(&value).ok()),
+                    "date" => once(&mut date, value.parse::<NaiveDate>().ok()),
+                    _ => true,
                 };
-                // A parameter given twice is refused by the route; nothing to keep.
-                if slot.is_some() {
+                if !read {
                     return Shows::Anything;
                 }
-                match Uuid::parse_str(&value) {
-                    Ok(id) => *slot = Some(id),
-                    Err(_) => return Shows::Anything,
-                }
             }
-            // An appointment's change names its doctor and its patient: either filter alone
-            // confines the answer to the rows of one key.
-            return match (doctor, patient) {
-                (Some(doctor), _) => Shows::Keys(vec![Tag::Doctor(doctor)]),
-                (None, Some(patient)) => Shows::Keys(vec![Tag::Patient(patient)]),
-                (None, None) => Shows::Anything,
+            // An appointment's change names its doctor, its patient and its doctor's day (before
+            // and after the change): any of these filters confines the answer to one key's rows.
+            return match (doctor, date, patient) {
+                (Some(doctor), Some(date), _) => Shows::Keys(vec![Tag::DoctorDay(doctor, date)]),
+                (Some(doctor), None, _) => Shows::Keys(vec![Tag::Doctor(doctor)]),
+                (None, _, Some(patient)) => Shows::Keys(vec![Tag::Patient(patient)]),
+                (None, _, None) => Shows::Anything,
             };
         }
         Shows::Anything
+    }
+}
+
+/// Fills `slot` with `value` unless it is unreadable or the slot is taken.
+fn once<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
+    match (slot.is_some(), value) {
+        (false, Some(value)) => {
+            *slot = Some(value);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -194,10 +206,11 @@ impl Kept {
         self.entries.clear();
     }
 
-    fn change(&mut self, everything: bool, patients: &[Uuid], doctors: &[Uuid]) {
+    fn change(&mut self, row: &ChangeRow) {
+        let (_, _, everything, patients, doctors, day_doctors, days) = row;
         self.read += 1;
         self.last_any = self.read;
-        if everything {
+        if *everything {
             self.horizon = self.read;
             self.last_of.clear();
             return;
@@ -206,7 +219,13 @@ impl Kept {
         let tags = patients
             .iter()
             .map(|id| Tag::Patient(*id))
-            .chain(doctors.iter().map(|id| Tag::Doctor(*id)));
+            .chain(doctors.iter().map(|id| Tag::Doctor(*id)))
+            .chain(
+                day_doctors
+                    .iter()
+                    .zip(days)
+                    .map(|(id, day)| Tag::DoctorDay(*id, *day)),
+            );
         for tag in tags {
             self.last_of.insert(tag, at);
         }
@@ -226,7 +245,15 @@ pub struct ResponseCache {
 }
 
 /// One row of `projection.changes`.
-type ChangeRow = (i64, String, bool, Vec<Uuid>, Vec<Uuid>);
+type ChangeRow = (
+    i64,
+    String,
+    bool,
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<NaiveDate>,
+);
 
 impl ResponseCache {
     /// Starts reading the changes of `pool` in the background (the task ends with the returned
@@ -284,7 +311,7 @@ impl ResponseCache {
         // Per model, the rows above the last id read (a model new since the last look: all of
         // its rows). Ids of one model increase in commit order (see the migration).
         let rows = sqlx::query_as::<_, ChangeRow>(
-            "SELECT c.id, c.model, c.everything, c.patients, c.doctors \
+            "SELECT c.id, c.model, c.everything, c.patients, c.doctors, c.day_doctors, c.days \
              FROM projection.checkpoints k \
              LEFT JOIN unnest($1::text[], $2::bigint[]) AS s(model, after) ON s.model = k.model \
              JOIN projection.changes c ON c.model = k.model AND c.id > coalesce(s.after, 0) \
@@ -314,9 +341,9 @@ impl ResponseCache {
                 kept.start_afresh();
             }
             Ok(rows) => {
-                for (id, model, everything, patients, doctors) in rows {
-                    kept.change(everything, &patients, &doctors);
-                    kept.seen.insert(model, id);
+                for row in rows {
+                    kept.change(&row);
+                    kept.seen.insert(row.1, row.0);
                 }
             }
         }
@@ -418,29 +445,57 @@ mod tests {
         }
     }
 
+    fn change(kept: &mut Kept, patients: &[Uuid], doctors: &[Uuid], days: &[(Uuid, NaiveDate)]) {
+        let (day_doctors, days) = days.iter().copied().unzip();
+        kept.change(&(
+            0,
+            "hospital".into(),
+            false,
+            patients.to_vec(),
+            doctors.to_vec(),
+            day_doctors,
+            days,
+        ));
+    }
+
+    fn day(text: &str) -> NaiveDate {
+        text.parse().expect("a date")
+    }
+
     #[test]
     fn an_answer_is_stale_only_after_a_change_that_concerns_it() {
         let (p1, p2, d1) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let mut kept = kept();
-        kept.change(false, &[p1], &[]);
+        change(&mut kept, &[p1], &[], &[]);
         let stamp = kept.read;
         let record = entry(stamp, Shows::Keys(vec![Tag::Patient(p1)]));
-        let day = entry(stamp, Shows::Keys(vec![Tag::Doctor(d1)]));
+        let days = entry(stamp, Shows::Keys(vec![Tag::Doctor(d1)]));
+        let monday = entry(
+            stamp,
+            Shows::Keys(vec![Tag::DoctorDay(d1, day("2026-03-02"))]),
+        );
         let list = entry(stamp, Shows::Anything);
-        assert!(kept.fresh(&record) && kept.fresh(&day) && kept.fresh(&list));
+        assert!(
+            [&record, &days, &monday, &list]
+                .iter()
+                .all(|e| kept.fresh(e))
+        );
 
         // Another patient's change: only the answers that show anything are stale.
-        kept.change(false, &[p2], &[]);
-        assert!(kept.fresh(&record) && kept.fresh(&day));
+        change(&mut kept, &[p2], &[], &[]);
+        assert!([&record, &days, &monday].iter().all(|e| kept.fresh(e)));
         assert!(!kept.fresh(&list));
 
-        // The doctor's change.
-        kept.change(false, &[], &[d1]);
-        assert!(kept.fresh(&record));
-        assert!(!kept.fresh(&day));
+        // The doctor's change on Tuesday: their Monday still stands, their days do not.
+        change(&mut kept, &[p2], &[d1], &[(d1, day("2026-03-03"))]);
+        assert!(kept.fresh(&record) && kept.fresh(&monday));
+        assert!(!kept.fresh(&days));
+        // On Monday.
+        change(&mut kept, &[p2], &[d1], &[(d1, day("2026-03-02"))]);
+        assert!(!kept.fresh(&monday));
 
         // The patient's own change, read after the answer's query started.
-        kept.change(false, &[p1], &[]);
+        change(&mut kept, &[p1], &[], &[]);
         assert!(!kept.fresh(&record));
         // An answer whose query started after that change was read is fresh.
         assert!(kept.fresh(&entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]))));
@@ -451,7 +506,7 @@ mod tests {
         let p1 = Uuid::now_v7();
         let mut kept = kept();
         let record = entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]));
-        kept.change(true, &[], &[]);
+        kept.change(&(0, "hospital".into(), true, vec![], vec![], vec![], vec![]));
         assert!(!kept.fresh(&record));
         let after = entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]));
         assert!(kept.fresh(&after));
@@ -462,33 +517,49 @@ mod tests {
     #[test]
     fn what_an_answer_shows_follows_its_route_and_filters() {
         let (p, d) = (Uuid::now_v7(), Uuid::now_v7());
+        let shows = |path: &str, query: &str| Shows::of(path, Some(query));
         assert_eq!(
             Shows::of(&format!("/v1/patients/{p}"), None),
             Shows::Keys(vec![Tag::Patient(p)])
         );
         assert_eq!(Shows::of("/v1/patients/nope", None), Shows::Anything);
-        assert_eq!(Shows::of("/v1/patients", Some("q=a")), Shows::Anything);
+        assert_eq!(shows("/v1/patients", "q=a"), Shows::Anything);
         assert_eq!(
-            Shows::of(
+            shows(
                 "/v1/appointments",
-                Some(&format!("doctor_id={d}&date=2026-03-02&status=approved"))
+                &format!("doctor_id={d}&date=2026-03-02&status=approved")
+            ),
+            Shows::Keys(vec![Tag::DoctorDay(d, day("2026-03-02"))])
+        );
+        assert_eq!(
+            shows(
+                "/v1/appointments",
+                &format!("status=approved&doctor_id={d}")
             ),
             Shows::Keys(vec![Tag::Doctor(d)])
         );
         assert_eq!(
-            Shows::of("/v1/appointments", Some(&format!("patient_id={p}"))),
+            shows(
+                "/v1/appointments",
+                &format!("patient_id={p}&date=2026-03-02")
+            ),
             Shows::Keys(vec![Tag::Patient(p)])
         );
-        assert_eq!(
-            Shows::of(
-                "/v1/appointments",
-                Some(&format!("doctor_id={d}&doctor_id={d}"))
-            ),
-            Shows::Anything
-        );
+        for refused in [
+            format!("doctor_id={d}&doctor_id={d}"),
+            format!("doctor_id={d}&date=2026-03-02&date=2026-03-03"),
+            format!("doctor_id={d}&date=monday"),
+            "doctor_id=someone".to_owned(),
+        ] {
+            assert_eq!(
+                shows("/v1/appointments", &refused),
+                Shows::Anything,
+                "{refused}"
+            );
+        }
         assert_eq!(Shows::of("/v1/appointments", None), Shows::Anything);
         assert_eq!(
-            Shows::of("/v1/prescriptions", Some(&format!("patient_id={p}"))),
+            shows("/v1/prescriptions", &format!("patient_id={p}")),
             Shows::Anything
         );
     }
