@@ -415,7 +415,7 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
 }
 
 /// Removes what a benchmark run made in NATS: its streams and its bucket.
-async fn delete_streams(js: &async_nats::jetstream::Context, names: &Names) {
+pub(crate) async fn delete_streams(js: &async_nats::jetstream::Context, names: &Names) {
     for stream in [
         names.events_stream(),
         names.public_stream(),

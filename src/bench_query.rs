@@ -16,7 +16,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::bench::{Figures, http_load, serve_loopback};
-use crate::bench_projections::{Node, drop_database, t};
+use crate::bench_projections::{Node, delete_streams, drop_database, t};
 
 /// Appointments a doctor has in a day (30-minute slots from 08:00).
 const SLOTS_A_DAY: usize = 16;
@@ -49,7 +49,13 @@ pub struct QueryBench {
         default_value = "postgres://postgres@127.0.0.1:5432/hms"
     )]
     database_url: String,
-    /// The query API connects to NATS (for the edges' sync status), though nothing here uses it.
+    /// Events a second each endpoint's middle run publishes while it reads, folded in by the
+    /// live projectors: new patients, and bookings and lab orders of existing ones (each of
+    /// these makes the answers about its patient and doctor stale); 0 skips that run.
+    #[arg(long, default_value_t = 200)]
+    write_rate: u64,
+    /// The NATS server: the projectors read the events the writes publish there (the query API
+    /// also connects, for the edges' sync status).
     #[arg(long, env = "HMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
 }
@@ -266,6 +272,10 @@ async fn measure(
     pool.close().await;
     println!("  seeded in {:.1} s", started.elapsed().as_secs_f64());
 
+    let names = platform::streams::Names::new(&format!(
+        "bench{}",
+        &Uuid::now_v7().simple().to_string()[20..]
+    ))?;
     // The real query API, its token key pair in a directory of its own.
     let dir = tempfile::tempdir().context("a temporary data directory")?;
     let signer = platform::keys::resolve_jwt_keys(None, None, dir.path())?
@@ -280,10 +290,7 @@ async fn measure(
             base.get_port()
         ),
         dir.path().to_owned(),
-        platform::streams::Names::new(&format!(
-            "bench{}",
-            &Uuid::now_v7().simple().to_string()[20..]
-        ))?,
+        names.clone(),
     );
     config.listen = "127.0.0.1:0".parse()?;
     config.nats_url = bench.nats_url.clone();
@@ -337,7 +344,22 @@ async fn measure(
     let per_day = day_sample["items"].as_array().map_or(0, Vec::len);
 
     let bare_before = bare_run(bench, record.clone(), &token).await?;
+    let hits_before = cache_counts(&http, &base_url).await?;
     let (by_id, day_list) = endpoint_runs(bench, site, &base_url, &token).await;
+    let still_share = hit_share(hits_before, cache_counts(&http, &base_url).await?);
+    let written = if bench.write_rate > 0 {
+        let writes = Writes::start(bench, &names, base, db_name, site).await?;
+        // The raw limit under the same writes: they take their share of the two cores from
+        // the bare handler as from the query API.
+        let bare = bare_run(bench, record.clone(), &token).await?;
+        let before = cache_counts(&http, &base_url).await?;
+        let runs = endpoint_runs(bench, site, &base_url, &token).await;
+        let events = writes.stop().await?;
+        let share = hit_share(before, cache_counts(&http, &base_url).await?);
+        Some((bare, runs, events, share))
+    } else {
+        None
+    };
     api.stop().await;
     let api = query_api::start(uncached_config).await?;
     let (by_id_uncached, day_list_uncached) =
@@ -359,6 +381,19 @@ async fn measure(
         "{}",
         day_list.line_in("GET /v1/appointments?doctor_id&date", "req")
     );
+    println!("  answers from the cache: {still_share}");
+    if let Some((bare, (by_id, day_list), events, share)) = &written {
+        println!("{}", bare.line_in("bare axum handler, writes", "req"));
+        println!("{}", by_id.line_in("GET /v1/patients/{id}, writes", "req"));
+        println!(
+            "{}",
+            day_list.line_in("GET /v1/appointments, writes", "req")
+        );
+        println!(
+            "  while {events} events were published at {} a second and projected: answers from the cache: {share}",
+            bench.write_rate,
+        );
+    }
     println!(
         "{}",
         by_id_uncached.line_in("GET /v1/patients/{id}, no cache", "req")
@@ -368,23 +403,25 @@ async fn measure(
         day_list_uncached.line_in("GET /v1/appointments, no cache", "req")
     );
     let bare = bare_before.faster(bare_after);
-    for (name, figures) in [
-        ("patient by id", &by_id),
-        ("appointment list", &day_list),
-        ("patient by id, no cache", &by_id_uncached),
-        ("appointment list, no cache", &day_list_uncached),
-    ] {
+    // Each run against the bare handler measured under the same conditions.
+    let mut runs = vec![
+        ("patient by id, models still", &by_id, &bare),
+        ("appointment list, models still", &day_list, &bare),
+    ];
+    if let Some((bare, (by_id, day_list), _, _)) = &written {
+        runs.push(("patient by id, under writes", by_id, bare));
+        runs.push(("appointment list, under writes", day_list, bare));
+    }
+    runs.push(("patient by id, no cache", &by_id_uncached, &bare));
+    runs.push(("appointment list, no cache", &day_list_uncached, &bare));
+    for (name, figures, bare) in &runs {
         println!(
             "ratio {name} / bare axum: {:.2} of the throughput (target >= 0.50); p99 {:.2} ms (target < 10 ms)",
             figures.rate() / bare.rate().max(1.0),
             figures.percentile(0.99).as_secs_f64() * 1e3
         );
     }
-    let errors = bare.errors
-        + by_id.errors
-        + day_list.errors
-        + by_id_uncached.errors
-        + day_list_uncached.errors;
+    let errors: u64 = runs.iter().map(|(_, f, b)| f.errors + b.errors).sum();
     if errors > 0 {
         bail!("{errors} requests failed");
     }
@@ -399,6 +436,13 @@ async fn endpoint_runs(
     base_url: &str,
     token: &str,
 ) -> (Figures, Figures) {
+    let http = reqwest::Client::new();
+    let counts = || async {
+        cache_counts(&http, base_url)
+            .await
+            .unwrap_or((f64::NAN, f64::NAN))
+    };
+    let start = counts().await;
     let patients = Arc::new(site.patients.clone());
     let by_id = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
         let (patients, base_url, token) = (patients.clone(), base_url.to_owned(), token.to_owned());
@@ -410,6 +454,7 @@ async fn endpoint_runs(
         }
     })
     .await;
+    let middle = counts().await;
     let doctors = Arc::new(site.doctors.clone());
     let days = site.days;
     let day_list = http_load(bench.connections, bench.seconds, StatusCode::OK, |_| {
@@ -425,6 +470,12 @@ async fn endpoint_runs(
         }
     })
     .await;
+    let end = counts().await;
+    println!(
+        "    answers from the cache: {} of the records, {} of the days",
+        hit_share(start, middle),
+        hit_share(middle, end)
+    );
     (by_id, day_list)
 }
 
@@ -447,4 +498,164 @@ async fn bare_run(bench: &QueryBench, body: bytes::Bytes, token: &str) -> Result
     .await;
     server.abort();
     Ok(figures)
+}
+
+/// The query API's cache counters (hits, misses), from its `/metrics`.
+async fn cache_counts(http: &reqwest::Client, base_url: &str) -> Result<(f64, f64)> {
+    let text = http
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        value("hms_query_cache_hits_total "),
+        value("hms_query_cache_misses_total "),
+    ))
+}
+
+/// The share of answers served from the cache between two readings of its counters.
+fn hit_share(before: (f64, f64), after: (f64, f64)) -> String {
+    let (hits, misses) = (after.0 - before.0, after.1 - before.1);
+    format!(
+        "{:.1} % ({hits:.0} of {:.0})",
+        100.0 * hits / (hits + misses).max(1.0),
+        hits + misses
+    )
+}
+
+/// A hospital at work beside the reads: the live projectors of every model, and a task
+/// publishing events to the stream they follow at a steady rate.
+struct Writes {
+    projectors: projections::Running,
+    task: tokio::task::JoinHandle<Result<u64>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    js: async_nats::jetstream::Context,
+    names: platform::streams::Names,
+}
+
+impl Writes {
+    async fn start(
+        bench: &QueryBench,
+        names: &platform::streams::Names,
+        base: &sqlx::postgres::PgConnectOptions,
+        db_name: &str,
+        site: &Site,
+    ) -> Result<Writes> {
+        let js = projections::service::connect_nats(&bench.nats_url, &None).await?;
+        projections::service::ensure_streams(&js, names).await?;
+        let projectors = projections::start(projections::Config {
+            database_url: format!(
+                "postgres://{}@{}:{}/{db_name}",
+                base.get_username(),
+                base.get_host(),
+                base.get_port()
+            ),
+            nats_url: bench.nats_url.clone(),
+            credentials: None,
+            metrics_listen: None,
+            pseudonym_key: domain::public_health::PseudonymKey::from_bytes(&[42; 32])
+                .map_err(anyhow::Error::msg)?,
+            min_cell: 11,
+            projector: projections::runtime::ProjectorConfig::new(names.clone()),
+        })
+        .await?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (hospital, doctors, patients, days) = (
+            site.hospital,
+            site.doctors.clone(),
+            site.patients.clone(),
+            site.days,
+        );
+        let (publisher, prefix) = (js.clone(), names.prefix().to_owned());
+        let every = std::time::Duration::from_secs_f64(1.0 / bench.write_rate.max(1) as f64);
+        let task = tokio::spawn(async move {
+            let mut node = Node::new();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut acks = Vec::new();
+            let mut published = 0u64;
+            while !*stopped.borrow_and_update() {
+                tick.tick().await;
+                let patient = PatientId::from_uuid(patients[fastrand::usize(..patients.len())]);
+                let doctor = doctors[fastrand::usize(..doctors.len())];
+                let event = match published % 3 {
+                    0 => Event::PatientRegistered(PatientRegistered {
+                        patient_id: PatientId::from_uuid(Uuid::now_v7()),
+                        hospital_id: hospital,
+                        name: t(Name::parse("Baraka Mwangi")),
+                        birth_date: t(BirthDate::parse("1990-07-21")),
+                        sex: Sex::Male,
+                        national_id: None,
+                        phone: None,
+                        region_code: None,
+                    }),
+                    1 => Event::AppointmentBooked(AppointmentBooked {
+                        appointment_id: AppointmentId::from_uuid(Uuid::now_v7()),
+                        hospital_id: hospital,
+                        patient_id: patient,
+                        doctor_id: doctor,
+                        starts_at: Timestamp::new(
+                            first_day().and_hms_opt(17, 0, 0).expect("17:00").and_utc()
+                                + chrono::Duration::days(fastrand::usize(..days) as i64),
+                        ),
+                        duration_minutes: t(DurationMinutes::new(30)),
+                        reason: t(ShortText::parse("Walk-in")),
+                        booked_by: doctor,
+                    }),
+                    _ => Event::LabTestOrdered(LabTestOrdered {
+                        lab_order_id: LabOrderId::from_uuid(Uuid::now_v7()),
+                        hospital_id: hospital,
+                        patient_id: patient,
+                        test_code: t(TestCode::parse("CBC")),
+                        appointment_id: None,
+                        ordered_by: doctor,
+                    }),
+                };
+                let envelope = node.record(event);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", envelope.event_id.to_string().as_str());
+                acks.push(
+                    publisher
+                        .publish_with_headers(
+                            envelope.subject(&prefix),
+                            headers,
+                            serde_json::to_vec(&envelope)?.into(),
+                        )
+                        .await?,
+                );
+                published += 1;
+                if acks.len() >= 64 {
+                    for ack in acks.drain(..) {
+                        ack.await?;
+                    }
+                }
+            }
+            for ack in acks.drain(..) {
+                ack.await?;
+            }
+            Ok(published)
+        });
+        Ok(Writes {
+            projectors,
+            task,
+            stop,
+            js,
+            names: names.clone(),
+        })
+    }
+
+    /// Stops the writes and the projectors and removes the streams; the events published.
+    async fn stop(self) -> Result<u64> {
+        let _ = self.stop.send(true);
+        let published = self.task.await??;
+        self.projectors.stop().await;
+        delete_streams(&self.js, &self.names).await;
+        Ok(published)
+    }
 }
