@@ -40,13 +40,14 @@ RUN set -eux; \
 
 # 2. The real sources. Only what the binary is built from, so editing a test or the README
 #    does not rebuild the image: each crate's src/, and migrations/ (embedded by
-#    projections' `sqlx::migrate!("../migrations")`).
+#    projections' `sqlx::migrate!("../migrations")`, which projections/build.rs watches).
 COPY src src
 COPY domain/src domain/src
 COPY platform/src platform/src
 COPY edge-agent/src edge-agent/src
 COPY command-service/src command-service/src
 COPY projections/src projections/src
+COPY projections/build.rs projections/
 COPY query-api/src query-api/src
 COPY migrations migrations
 # COPY keeps the files' own (older) times: touch the crate roots so cargo sees them newer than
