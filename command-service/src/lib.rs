@@ -70,9 +70,23 @@ impl Config {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for every request (and
+/// every extractor and middleware that takes it), which field by field is a dozen reference
+/// counts and the NATS client's handles.
 #[derive(Clone, Debug)]
-pub struct Shared {
+pub struct Shared(Arc<Services>);
+
+impl std::ops::Deref for Shared {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`Shared`].
+#[derive(Debug)]
+pub struct Services {
     pub writer: writer::Writer,
     pub known: Arc<RwLock<Known>>,
     pub follower: Arc<follower::Progress>,
@@ -215,7 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer.clone(),
         reconciled.clone(),
     )));
-    let shared = Shared {
+    let shared = Shared(Arc::new(Services {
         writer,
         known,
         follower: progress,
@@ -234,7 +248,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         reconciler: reconciled,
         mfa: Arc::new(auth::MfaKeys::new(mfa_key(&node_key_bytes))),
         metrics: Arc::default(),
-    };
+    }));
     register_node(&shared, node_public).await?;
     let admin_created = match &config.bootstrap_admin_password {
         Some(password) => bootstrap_admin(&shared, password).await?,

@@ -31,9 +31,29 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The most patients one search returns.
 const MAX_SEARCH_RESULTS: u32 = 100;
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for every request (and
+/// every extractor and middleware that takes it), which field by field is several reference
+/// counts and the log's path.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+#[derive(Debug)]
+pub struct Services {
     pub writer: Writer,
     pub readers: Readers,
     pub verifier: Arc<crate::auth::TokenCheck>,

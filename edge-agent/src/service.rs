@@ -305,7 +305,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     });
 
     let damage = Arc::new(Mutex::new(None));
-    let state = AppState {
+    let state = AppState::new(http::Services {
         writer: writer.clone(),
         readers: Readers::new(db.clone()),
         verifier: tokens.clone(),
@@ -317,7 +317,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         damage: damage.clone(),
         sync: sync_state,
         metrics: Arc::default(),
-    };
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

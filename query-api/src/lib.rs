@@ -61,9 +61,23 @@ impl Config {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for every request (and
+/// every extractor and middleware that takes it), and a field-by-field clone (the NATS client's
+/// handles, the stream names' strings) cost a few percent of a cached answer.
 #[derive(Clone, Debug)]
-pub struct Shared {
+pub struct Shared(Arc<Services>);
+
+impl std::ops::Deref for Shared {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`Shared`].
+#[derive(Debug)]
+pub struct Services {
     pub pool: sqlx::PgPool,
     pub verifier: Arc<CachingVerifier>,
     pub nats: async_nats::Client,
@@ -75,7 +89,7 @@ pub struct Shared {
     pub routes: Arc<platform::metrics::routes::RouteMetrics>,
 }
 
-impl Shared {
+impl Services {
     /// The edges' last sync reports (the sync-status bucket), by node. A node that never
     /// reported has none; NATS being unreachable is a 503.
     pub async fn sync_reports(
@@ -271,7 +285,7 @@ pub fn router(shared: Shared) -> Router {
         },
     ))
     .layer(axum::middleware::from_fn_with_state(
-        shared.routes,
+        shared.routes.clone(),
         platform::metrics::routes::track,
     ))
 }
@@ -322,7 +336,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .connect(&config.nats_url)
         .await
         .with_context(|| format!("NATS at {}", config.nats_url))?;
-    let shared = Shared {
+    let shared = Shared(Arc::new(Services {
         cache: config
             .cache
             .then(|| cache::ResponseCache::start(pool.clone())),
@@ -332,7 +346,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         names: config.names.clone(),
         min_cell: config.min_cell,
         routes: Arc::new(metrics::route_metrics(&api().1)),
-    };
+    }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
