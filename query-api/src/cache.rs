@@ -35,7 +35,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// How often the changes are read.
@@ -46,6 +46,9 @@ const ENTRIES: usize = 8_192;
 const MAX_BODY: usize = 256 * 1024;
 /// Keys whose last change is remembered at most; past that the cache starts afresh.
 const TRACKED_KEYS: usize = 200_000;
+/// The longest time between two reads of the changes before the cache starts afresh: far less
+/// than the projectors keep change rows (`projections::runtime::CHANGES_KEPT`).
+const MAX_GAP: Duration = Duration::from_secs(60);
 /// Change rows read in one look at most; more (a long pause) and the cache starts afresh.
 const ROWS_PER_LOOK: i64 = 10_000;
 
@@ -155,6 +158,8 @@ struct Kept {
     last_of: HashMap<Tag, u64>,
     /// Per model, the id of the last change row read.
     seen: HashMap<String, i64>,
+    /// When the changes were last read.
+    last_read: Instant,
 }
 
 /// What the cache holds for a request.
@@ -268,6 +273,7 @@ impl ResponseCache {
                 last_any: 0,
                 last_of: HashMap::new(),
                 seen: HashMap::new(),
+                last_read: Instant::now(),
             }),
             hits: Counter::default(),
             misses: Counter::default(),
@@ -287,7 +293,20 @@ impl ResponseCache {
 
     /// Reads the changes since the last look and forgets what they make stale.
     async fn look(&self, pool: &PgPool) {
-        let reading = self.kept.lock().expect("cache").reading;
+        let reading = {
+            let mut kept = self.kept.lock().expect("cache");
+            // The projectors delete change rows after some minutes: a cache that has not read
+            // them for a while (a process held still) could miss one, so it starts afresh.
+            if kept.reading && kept.last_read.elapsed() > MAX_GAP {
+                tracing::info!(
+                    "answer cache: the changes were not read for {} s; starting afresh",
+                    kept.last_read.elapsed().as_secs()
+                );
+                kept.reading = false;
+                kept.start_afresh();
+            }
+            kept.reading
+        };
         if !reading {
             // A fresh start: the last change row of each model is where reading begins.
             let start = sqlx::query_as::<_, (String, i64)>(
@@ -301,6 +320,7 @@ impl ResponseCache {
                 kept.start_afresh();
                 kept.seen = start.into_iter().collect();
                 kept.reading = true;
+                kept.last_read = Instant::now();
             }
             return;
         }
@@ -345,6 +365,7 @@ impl ResponseCache {
                     kept.change(&row);
                     kept.seen.insert(row.1, row.0);
                 }
+                kept.last_read = Instant::now();
             }
         }
     }
@@ -434,6 +455,7 @@ mod tests {
             last_any: 0,
             last_of: HashMap::new(),
             seen: HashMap::new(),
+            last_read: Instant::now(),
         }
     }
 
