@@ -1,7 +1,8 @@
 //! `hms bench query`: the query API under concurrent connections reading a patient's record by
-//! id, and one doctor's day of appointments, beside a bare axum handler answering a fixed JSON
-//! body of the patient record's size, measured in the same run over a database seeded through
-//! the hospital projector.
+//! id, and one doctor's day of appointments, each beside a bare axum handler answering a fixed
+//! JSON body of that answer's size, measured in the same run over a database seeded through the
+//! hospital projector: with the read models still, while the live projectors fold in a steady
+//! stream of writes, and with the answer cache off.
 
 use anyhow::{Context, Result, bail};
 use axum::http::StatusCode;
@@ -316,7 +317,8 @@ async fn measure(
         platform::token::unix_now(),
     ));
 
-    // The bare handler's body: a patient's record as the API gives it, byte for byte.
+    // The bare handler's bodies: a patient's record and a doctor's day as the API gives them,
+    // byte for byte.
     let http = reqwest::Client::new();
     let sample = http
         .get(format!("{base_url}/v1/patients/{}", site.patients[0]))
@@ -331,7 +333,7 @@ async fn measure(
         );
     }
     let record = sample.bytes().await?;
-    let day_sample: serde_json::Value = http
+    let day = http
         .get(format!(
             "{base_url}/v1/appointments?doctor_id={doctor}&date={}",
             first_day()
@@ -339,11 +341,12 @@ async fn measure(
         .bearer_auth(&token)
         .send()
         .await?
-        .json()
+        .bytes()
         .await?;
+    let day_sample: serde_json::Value = serde_json::from_slice(&day)?;
     let per_day = day_sample["items"].as_array().map_or(0, Vec::len);
 
-    let bare_before = bare_run(bench, record.clone(), &token).await?;
+    let bare_before = bare_runs(bench, &record, &day, &token).await?;
     let hits_before = cache_counts(&http, &base_url).await?;
     let (by_id, day_list) = endpoint_runs(bench, site, &base_url, &token).await;
     let still_share = hit_share(hits_before, cache_counts(&http, &base_url).await?);
@@ -351,7 +354,7 @@ async fn measure(
         let writes = Writes::start(bench, &names, base, db_name, site).await?;
         // The raw limit under the same writes: they take their share of the two cores from
         // the bare handler as from the query API.
-        let bare = bare_run(bench, record.clone(), &token).await?;
+        let bare = bare_runs(bench, &record, &day, &token).await?;
         let before = cache_counts(&http, &base_url).await?;
         let runs = endpoint_runs(bench, site, &base_url, &token).await;
         let events = writes.stop().await?;
@@ -365,25 +368,38 @@ async fn measure(
     let (by_id_uncached, day_list_uncached) =
         endpoint_runs(bench, site, &format!("http://{}", api.addr), &token).await;
     api.stop().await;
-    let bare_after = bare_run(bench, record.clone(), &token).await?;
+    let bare_after = bare_runs(bench, &record, &day, &token).await?;
 
     println!(
-        "query API pool of {pool_size} connections; a patient's record is {} bytes, a doctor's day {per_day} appointments\n",
-        record.len()
+        "query API pool of {pool_size} connections; a patient's record is {} bytes, a doctor's day {per_day} appointments in {} bytes\n",
+        record.len(),
+        day.len()
     );
-    println!(
-        "{}",
-        bare_before.line_in("bare axum handler, before", "req")
-    );
-    println!("{}", bare_after.line_in("bare axum handler, after", "req"));
+    for (when, (record, day)) in [("before", &bare_before), ("after", &bare_after)] {
+        println!(
+            "{}",
+            record.line_in(&format!("bare axum, a record's size, {when}"), "req")
+        );
+        println!(
+            "{}",
+            day.line_in(&format!("bare axum, a day's size, {when}"), "req")
+        );
+    }
     println!("{}", by_id.line_in("GET /v1/patients/{id}", "req"));
     println!(
         "{}",
         day_list.line_in("GET /v1/appointments?doctor_id&date", "req")
     );
     println!("  answers from the cache: {still_share}");
-    if let Some((bare, (by_id, day_list), events, share)) = &written {
-        println!("{}", bare.line_in("bare axum handler, writes", "req"));
+    if let Some(((bare_record, bare_day), (by_id, day_list), events, share)) = &written {
+        println!(
+            "{}",
+            bare_record.line_in("bare axum, a record's size, writes", "req")
+        );
+        println!(
+            "{}",
+            bare_day.line_in("bare axum, a day's size, writes", "req")
+        );
         println!("{}", by_id.line_in("GET /v1/patients/{id}, writes", "req"));
         println!(
             "{}",
@@ -402,18 +418,20 @@ async fn measure(
         "{}",
         day_list_uncached.line_in("GET /v1/appointments, no cache", "req")
     );
-    let bare = bare_before.faster(bare_after);
-    // Each run against the bare handler measured under the same conditions.
+    let bare_record = bare_before.0.faster(bare_after.0);
+    let bare_day = bare_before.1.faster(bare_after.1);
+    // Each run against the bare handler answering a body of its size, measured under the same
+    // conditions.
     let mut runs = vec![
-        ("patient by id, models still", &by_id, &bare),
-        ("appointment list, models still", &day_list, &bare),
+        ("patient by id, models still", &by_id, &bare_record),
+        ("appointment list, models still", &day_list, &bare_day),
     ];
-    if let Some((bare, (by_id, day_list), _, _)) = &written {
-        runs.push(("patient by id, under writes", by_id, bare));
-        runs.push(("appointment list, under writes", day_list, bare));
+    if let Some(((record, day), (by_id, day_list), _, _)) = &written {
+        runs.push(("patient by id, under writes", by_id, record));
+        runs.push(("appointment list, under writes", day_list, day));
     }
-    runs.push(("patient by id, no cache", &by_id_uncached, &bare));
-    runs.push(("appointment list, no cache", &day_list_uncached, &bare));
+    runs.push(("patient by id, no cache", &by_id_uncached, &bare_record));
+    runs.push(("appointment list, no cache", &day_list_uncached, &bare_day));
     for (name, figures, bare) in &runs {
         println!(
             "ratio {name} / bare axum: {:.2} of the throughput (target >= 0.50); p99 {:.2} ms (target < 10 ms)",
@@ -479,8 +497,22 @@ async fn endpoint_runs(
     (by_id, day_list)
 }
 
-/// The raw limit: axum answering every GET with the same bytes as a patient's record, reading
-/// nothing, under the same load (the same token sent and ignored).
+/// The raw limits: a bare handler answering a patient record's bytes, then one answering a
+/// doctor's day's bytes.
+async fn bare_runs(
+    bench: &QueryBench,
+    record: &bytes::Bytes,
+    day: &bytes::Bytes,
+    token: &str,
+) -> Result<(Figures, Figures)> {
+    Ok((
+        bare_run(bench, record.clone(), token).await?,
+        bare_run(bench, day.clone(), token).await?,
+    ))
+}
+
+/// The raw limit: axum answering every GET with the same bytes (as an endpoint's answer),
+/// reading nothing, under the same load (the same token sent and ignored).
 async fn bare_run(bench: &QueryBench, body: bytes::Bytes, token: &str) -> Result<Figures> {
     let app = axum::Router::new().route(
         "/v1/patients/{id}",
