@@ -132,32 +132,31 @@ pub fn facts(envelopes: &[Envelope]) -> Vec<Fact> {
 /// model's schemas), in batches of `batch`.
 pub async fn apply<M: ReadModel>(pool: &PgPool, model: &M, facts: &[Fact], batch: usize) {
     for chunk in facts.chunks(batch.max(1)) {
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "SET LOCAL search_path TO {}",
-            M::SCHEMAS.join(", ")
-        )))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        let mut tx = begin_in::<M>(pool).await;
         let chunk: Vec<&Fact> = chunk.iter().collect();
         model.apply(&mut tx, &chunk).await.unwrap();
         tx.commit().await.unwrap();
     }
 }
 
+/// A transaction with `search_path` set to the schemas of `M`, as a projector opens one.
+async fn begin_in<M: ReadModel>(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SET LOCAL search_path TO {}",
+        M::SCHEMAS.join(", ")
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
+}
+
 /// Applies facts as the live projector of `model` commits them: each batch also moves the
 /// model's checkpoint and records what it changed for the query API's answer cache.
 pub async fn apply_live<M: ReadModel>(pool: &PgPool, model: &M, facts: &[Fact], batch: usize) {
     for chunk in facts.chunks(batch.max(1)) {
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "SET LOCAL search_path TO {}",
-            M::SCHEMAS.join(", ")
-        )))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        let mut tx = begin_in::<M>(pool).await;
         let last = chunk.last().map_or(0, |f| f.stream_seq);
         sqlx::query(
             "INSERT INTO projection.checkpoints (model, stream_seq) VALUES ($1, $2) \

@@ -174,6 +174,21 @@ enum Found {
 }
 
 impl Kept {
+    /// Holding at most `entries` answers, not reading yet (nothing is served until a first
+    /// look at the changes succeeds).
+    fn new(entries: usize) -> Kept {
+        Kept {
+            entries: LruCache::new(NonZeroUsize::new(entries.max(1)).expect("non-zero")),
+            reading: false,
+            read: 0,
+            horizon: 0,
+            last_any: 0,
+            last_of: HashMap::new(),
+            seen: HashMap::new(),
+            last_read: Instant::now(),
+        }
+    }
+
     fn find(&mut self, key: &CacheKey) -> Found {
         if !self.reading {
             return Found::NotReading;
@@ -265,16 +280,7 @@ impl ResponseCache {
     /// cache's last holder).
     pub fn start(pool: PgPool) -> Arc<ResponseCache> {
         let cache = Arc::new(ResponseCache {
-            kept: Mutex::new(Kept {
-                entries: LruCache::new(NonZeroUsize::new(ENTRIES).expect("non-zero")),
-                reading: false,
-                read: 0,
-                horizon: 0,
-                last_any: 0,
-                last_of: HashMap::new(),
-                seen: HashMap::new(),
-                last_read: Instant::now(),
-            }),
+            kept: Mutex::new(Kept::new(ENTRIES)),
             hits: Counter::default(),
             misses: Counter::default(),
         });
@@ -447,16 +453,9 @@ mod tests {
     use super::*;
 
     fn kept() -> Kept {
-        Kept {
-            entries: LruCache::new(NonZeroUsize::new(16).expect("non-zero")),
-            reading: true,
-            read: 0,
-            horizon: 0,
-            last_any: 0,
-            last_of: HashMap::new(),
-            seen: HashMap::new(),
-            last_read: Instant::now(),
-        }
+        let mut kept = Kept::new(16);
+        kept.reading = true;
+        kept
     }
 
     fn entry(stamp: u64, shows: Shows) -> Entry {

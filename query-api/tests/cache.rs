@@ -30,13 +30,39 @@ async fn until(api: &Api, who: &Actor, path: &str, done: impl Fn(&Value) -> bool
     }
 }
 
+/// How a command's events reach the read model in these tests.
+#[derive(Clone, Copy)]
+enum Stored {
+    /// Applied with no change recorded: the cache cannot know (no projector does this).
+    Silently,
+    /// As the live projector commits them, with their change recorded.
+    Live,
+}
+
+/// Decides `body` as `who` and stores its events in the hospital read model.
+async fn store(world: &mut World, api: &Api, who: &Actor, body: Value, how: Stored) {
+    let first = world.scenario.envelopes.len();
+    world.scenario.ok(who, body);
+    let facts = projections::testing::facts(&world.scenario.envelopes);
+    let model = projections::hospital::Hospital;
+    match how {
+        Stored::Silently => {
+            projections::testing::apply(&api.db.pool, &model, &facts[first..], 100).await
+        }
+        Stored::Live => {
+            projections::testing::apply_live(&api.db.pool, &model, &facts[first..], 100).await
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_commit_forgets_only_the_answers_it_touched() {
     let mut world = World::new();
     let api = world.serve().await;
     let site = &world.sites[0];
     let (doctor, receptionist) = (site.doctor.clone(), site.receptionist.clone());
-    let record = format!("/v1/patients/{}", site.patient_id);
+    let patient_id = site.patient_id;
+    let record = format!("/v1/patients/{patient_id}");
     let day = format!(
         "/v1/appointments?doctor_id={}&date=2026-03-10",
         doctor.user_id
@@ -55,18 +81,13 @@ async fn a_commit_forgets_only_the_answers_it_touched() {
 
     // A diagnosis lands in the read model with no change recorded (no projector commits it):
     // the kept record still stands, so it is served from the cache.
-    let first = world.scenario.envelopes.len();
-    world.scenario.ok(
+    store(
+        &mut world,
+        &api,
         &doctor,
-        json!({"command_id": Uuid::now_v7(), "type": "RecordDiagnosis", "patient_id": site.patient_id,
+        json!({"command_id": Uuid::now_v7(), "type": "RecordDiagnosis", "patient_id": patient_id,
                "icd10_code": "J45.1", "description": "worse at night"}),
-    );
-    let facts = projections::testing::facts(&world.scenario.envelopes);
-    projections::testing::apply(
-        &api.db.pool,
-        &projections::hospital::Hospital,
-        &facts[first..],
-        100,
+        Stored::Silently,
     )
     .await;
     tokio::time::sleep(query_api::cache::POLL * 3).await;
@@ -78,18 +99,13 @@ async fn a_commit_forgets_only_the_answers_it_touched() {
 
     // A projector commits another patient's registration: the list (which shows anything)
     // follows it; the first patient's record and the doctor's day are still the kept answers.
-    let second = world.scenario.envelopes.len();
-    world.scenario.ok(
+    store(
+        &mut world,
+        &api,
         &receptionist,
         json!({"command_id": Uuid::now_v7(), "type": "RegisterPatient", "patient_id": Uuid::now_v7(),
                "name": "Amina", "birth_date": "2001-01-01", "sex": "female"}),
-    );
-    let facts = projections::testing::facts(&world.scenario.envelopes);
-    projections::testing::apply_live(
-        &api.db.pool,
-        &projections::hospital::Hospital,
-        &facts[second..],
-        100,
+        Stored::Live,
     )
     .await;
     until(&api, &doctor, "/v1/patients", |page| {
@@ -103,19 +119,14 @@ async fn a_commit_forgets_only_the_answers_it_touched() {
     );
 
     // A booking with the doctor, committed: the doctor's day follows, the record stays kept.
-    let third = world.scenario.envelopes.len();
-    world.scenario.ok(
+    store(
+        &mut world,
+        &api,
         &receptionist,
         json!({"command_id": Uuid::now_v7(), "type": "BookAppointment", "appointment_id": Uuid::now_v7(),
-               "patient_id": site.patient_id, "doctor_id": doctor.user_id,
+               "patient_id": patient_id, "doctor_id": doctor.user_id,
                "starts_at": "2026-03-10T11:00:00Z", "duration_minutes": 30, "reason": "review"}),
-    );
-    let facts = projections::testing::facts(&world.scenario.envelopes);
-    projections::testing::apply_live(
-        &api.db.pool,
-        &projections::hospital::Hospital,
-        &facts[third..],
-        100,
+        Stored::Live,
     )
     .await;
     until(&api, &doctor, &day, |page| count(page, "items") == 2).await;
@@ -140,23 +151,19 @@ async fn a_rebuilds_swap_forgets_every_kept_answer() {
     let api = world.serve().await;
     let site = &world.sites[0];
     let doctor = site.doctor.clone();
-    let record = format!("/v1/patients/{}", site.patient_id);
+    let patient_id = site.patient_id;
+    let record = format!("/v1/patients/{patient_id}");
     tokio::time::sleep(query_api::cache::POLL * 3).await;
     assert_eq!(count(&api.json(&doctor, &record, 200).await, "notes"), 1);
 
     // A note stored with no change recorded, then a swap recorded as a rebuild records it.
-    let first = world.scenario.envelopes.len();
-    world.scenario.ok(
+    store(
+        &mut world,
+        &api,
         &doctor,
-        json!({"command_id": Uuid::now_v7(), "type": "AddMedicalNote", "patient_id": site.patient_id,
+        json!({"command_id": Uuid::now_v7(), "type": "AddMedicalNote", "patient_id": patient_id,
                "note": "reviewed"}),
-    );
-    let facts = projections::testing::facts(&world.scenario.envelopes);
-    projections::testing::apply(
-        &api.db.pool,
-        &projections::hospital::Hospital,
-        &facts[first..],
-        100,
+        Stored::Silently,
     )
     .await;
     tokio::time::sleep(query_api::cache::POLL * 3).await;
@@ -167,14 +174,14 @@ async fn a_rebuilds_swap_forgets_every_kept_answer() {
         "INSERT INTO projection.checkpoints (model, stream_seq) VALUES ('hospital', $1) \
          ON CONFLICT (model) DO UPDATE SET stream_seq = EXCLUDED.stream_seq",
     )
-    .bind(facts.len() as i64)
+    .bind(world.scenario.envelopes.len() as i64)
     .execute(&mut *tx)
     .await
     .unwrap();
     projections::runtime::record_changes(
         &mut tx,
         "hospital",
-        facts.len() as u64,
+        world.scenario.envelopes.len() as u64,
         true,
         &Default::default(),
     )
