@@ -425,6 +425,31 @@ pub(crate) async fn delete_streams(js: &async_nats::jetstream::Context, names: &
     }
 }
 
+/// The live projectors of every model, on database `db_name` of the server `base` names and
+/// the streams `names` name, as a benchmark runs them.
+pub(crate) fn live_projectors(
+    base: &sqlx::postgres::PgConnectOptions,
+    db_name: &str,
+    nats_url: &str,
+    names: &Names,
+) -> Result<projections::Config> {
+    Ok(projections::Config {
+        database_url: format!(
+            "postgres://{}@{}:{}/{db_name}",
+            base.get_username(),
+            base.get_host(),
+            base.get_port()
+        ),
+        nats_url: nats_url.to_owned(),
+        credentials: None,
+        metrics_listen: None,
+        pseudonym_key: domain::public_health::PseudonymKey::from_bytes(&[42; 32])
+            .map_err(anyhow::Error::msg)?,
+        min_cell: 11,
+        projector: projections::runtime::ProjectorConfig::new(names.clone()),
+    })
+}
+
 pub(crate) async fn drop_database(
     base: &sqlx::postgres::PgConnectOptions,
     db_name: &str,
@@ -478,22 +503,8 @@ async fn lag(
     ));
     let edge = edge_agent::start(config).await?;
     let token = crate::bench::receptionist_token(dir.path(), &dev)?;
-    let projector_config = projections::Config {
-        database_url: format!(
-            "postgres://{}@{}:{}/{db_name}",
-            base.get_username(),
-            base.get_host(),
-            base.get_port()
-        ),
-        nats_url: bench.nats_url.clone(),
-        credentials: None,
-        metrics_listen: None,
-        pseudonym_key: domain::public_health::PseudonymKey::from_bytes(&[42; 32])
-            .map_err(anyhow::Error::msg)?,
-        min_cell: 11,
-        projector: projections::runtime::ProjectorConfig::new(names.clone()),
-    };
-    let running = projections::start(projector_config).await?;
+    let running =
+        projections::start(live_projectors(base, &db_name, &bench.nats_url, &names)?).await?;
 
     // Sent: patient id and the instant its 201 came back.
     let answered: Arc<Mutex<Vec<(Uuid, TokioInstant)>>> = Arc::default();

@@ -17,7 +17,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::bench::{Figures, http_load, serve_loopback};
-use crate::bench_projections::{Node, delete_streams, drop_database, t};
+use crate::bench_projections::{Node, delete_streams, drop_database, live_projectors, t};
 
 /// Appointments a doctor has in a day (30-minute slots from 08:00).
 const SLOTS_A_DAY: usize = 16;
@@ -581,22 +581,8 @@ impl Writes {
     ) -> Result<Writes> {
         let js = projections::service::connect_nats(&bench.nats_url, &None).await?;
         projections::service::ensure_streams(&js, names).await?;
-        let projectors = projections::start(projections::Config {
-            database_url: format!(
-                "postgres://{}@{}:{}/{db_name}",
-                base.get_username(),
-                base.get_host(),
-                base.get_port()
-            ),
-            nats_url: bench.nats_url.clone(),
-            credentials: None,
-            metrics_listen: None,
-            pseudonym_key: domain::public_health::PseudonymKey::from_bytes(&[42; 32])
-                .map_err(anyhow::Error::msg)?,
-            min_cell: 11,
-            projector: projections::runtime::ProjectorConfig::new(names.clone()),
-        })
-        .await?;
+        let projectors =
+            projections::start(live_projectors(base, db_name, &bench.nats_url, names)?).await?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let (hospital, doctors, patients, days) = (
             site.hospital,
