@@ -73,16 +73,7 @@ impl Config {
 /// What every handler shares, behind one `Arc`: axum clones the state for every request (and
 /// every extractor and middleware that takes it), which field by field is a dozen reference
 /// counts and the NATS client's handles.
-#[derive(Clone, Debug)]
-pub struct Shared(Arc<Services>);
-
-impl std::ops::Deref for Shared {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+pub type Shared = Arc<Services>;
 
 /// The services behind [`Shared`].
 #[derive(Debug)]
@@ -229,7 +220,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer.clone(),
         reconciled.clone(),
     )));
-    let shared = Shared(Arc::new(Services {
+    let shared = Arc::new(Services {
         writer,
         known,
         follower: progress,
@@ -248,7 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         reconciler: reconciled,
         mfa: Arc::new(auth::MfaKeys::new(mfa_key(&node_key_bytes))),
         metrics: Arc::default(),
-    }));
+    });
     register_node(&shared, node_public).await?;
     let admin_created = match &config.bootstrap_admin_password {
         Some(password) => bootstrap_admin(&shared, password).await?,

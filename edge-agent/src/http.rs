@@ -34,22 +34,7 @@ const MAX_SEARCH_RESULTS: u32 = 100;
 /// What every handler shares, behind one `Arc`: axum clones the state for every request (and
 /// every extractor and middleware that takes it), which field by field is several reference
 /// counts and the log's path.
-#[derive(Clone, Debug)]
-pub struct AppState(Arc<Services>);
-
-impl AppState {
-    pub fn new(services: Services) -> AppState {
-        AppState(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+pub type AppState = Arc<Services>;
 
 /// The services behind [`AppState`].
 #[derive(Debug)]

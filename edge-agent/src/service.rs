@@ -2,7 +2,7 @@
 //! `HMS_DATA_DIR`), the log, the writer thread, the HTTP server, and a clean stop that answers
 //! every request already taken before the log is closed.
 
-use crate::http::{self, AppState, Readers};
+use crate::http::{self, Readers};
 use crate::log::{self, EventLog, Identity};
 use crate::writer::Writer;
 use anyhow::{Context, bail};
@@ -305,7 +305,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     });
 
     let damage = Arc::new(Mutex::new(None));
-    let state = AppState::new(http::Services {
+    let state = Arc::new(http::Services {
         writer: writer.clone(),
         readers: Readers::new(db.clone()),
         verifier: tokens.clone(),

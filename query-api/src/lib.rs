@@ -64,16 +64,7 @@ impl Config {
 /// What every handler shares, behind one `Arc`: axum clones the state for every request (and
 /// every extractor and middleware that takes it), and a field-by-field clone (the NATS client's
 /// handles, the stream names' strings) cost a few percent of a cached answer.
-#[derive(Clone, Debug)]
-pub struct Shared(Arc<Services>);
-
-impl std::ops::Deref for Shared {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+pub type Shared = Arc<Services>;
 
 /// The services behind [`Shared`].
 #[derive(Debug)]
@@ -336,7 +327,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .connect(&config.nats_url)
         .await
         .with_context(|| format!("NATS at {}", config.nats_url))?;
-    let shared = Shared(Arc::new(Services {
+    let shared = Arc::new(Services {
         cache: config
             .cache
             .then(|| cache::ResponseCache::start(pool.clone())),
@@ -346,7 +337,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         names: config.names.clone(),
         min_cell: config.min_cell,
         routes: Arc::new(metrics::route_metrics(&api().1)),
-    }));
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
