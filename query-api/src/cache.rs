@@ -80,8 +80,8 @@ enum Tag {
 /// What an answer shows, so what makes it stale.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Shows {
-    /// Only rows of these keys: a change naming one of them.
-    Keys(Vec<Tag>),
+    /// Only rows of this key: a change naming it.
+    Key(Tag),
     /// Anything: any change.
     Anything,
 }
@@ -91,7 +91,7 @@ impl Shows {
     fn of(path: &str, query: Option<&str>) -> Shows {
         if let Some(id) = path.strip_prefix("/v1/patients/") {
             return match Uuid::parse_str(id) {
-                Ok(id) => Shows::Keys(vec![Tag::Patient(id)]),
+                Ok(id) => Shows::Key(Tag::Patient(id)),
                 Err(_) => Shows::Anything,
             };
         }
@@ -113,9 +113,9 @@ impl Shows {
             // An appointment's change names its doctor, its patient and its doctor's day (before
             // and after the change): any of these filters confines the answer to one key's rows.
             return match (doctor, date, patient) {
-                (Some(doctor), Some(date), _) => Shows::Keys(vec![Tag::DoctorDay(doctor, date)]),
-                (Some(doctor), None, _) => Shows::Keys(vec![Tag::Doctor(doctor)]),
-                (None, _, Some(patient)) => Shows::Keys(vec![Tag::Patient(patient)]),
+                (Some(doctor), Some(date), _) => Shows::Key(Tag::DoctorDay(doctor, date)),
+                (Some(doctor), None, _) => Shows::Key(Tag::Doctor(doctor)),
+                (None, _, Some(patient)) => Shows::Key(Tag::Patient(patient)),
                 (None, _, None) => Shows::Anything,
             };
         }
@@ -211,9 +211,7 @@ impl Kept {
         entry.stamp >= self.horizon
             && match &entry.shows {
                 Shows::Anything => self.last_any <= entry.stamp,
-                Shows::Keys(tags) => tags
-                    .iter()
-                    .all(|tag| self.last_of.get(tag).is_none_or(|at| *at <= entry.stamp)),
+                Shows::Key(tag) => self.last_of.get(tag).is_none_or(|at| *at <= entry.stamp),
             }
     }
 
@@ -489,12 +487,9 @@ mod tests {
         let mut kept = kept();
         change(&mut kept, &[p1], &[], &[]);
         let stamp = kept.read;
-        let record = entry(stamp, Shows::Keys(vec![Tag::Patient(p1)]));
-        let days = entry(stamp, Shows::Keys(vec![Tag::Doctor(d1)]));
-        let monday = entry(
-            stamp,
-            Shows::Keys(vec![Tag::DoctorDay(d1, day("2026-03-02"))]),
-        );
+        let record = entry(stamp, Shows::Key(Tag::Patient(p1)));
+        let days = entry(stamp, Shows::Key(Tag::Doctor(d1)));
+        let monday = entry(stamp, Shows::Key(Tag::DoctorDay(d1, day("2026-03-02"))));
         let list = entry(stamp, Shows::Anything);
         assert!(
             [&record, &days, &monday, &list]
@@ -519,17 +514,17 @@ mod tests {
         change(&mut kept, &[p1], &[], &[]);
         assert!(!kept.fresh(&record));
         // An answer whose query started after that change was read is fresh.
-        assert!(kept.fresh(&entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]))));
+        assert!(kept.fresh(&entry(kept.read, Shows::Key(Tag::Patient(p1)))));
     }
 
     #[test]
     fn a_swap_or_a_fresh_start_makes_every_earlier_answer_stale() {
         let p1 = Uuid::now_v7();
         let mut kept = kept();
-        let record = entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]));
+        let record = entry(kept.read, Shows::Key(Tag::Patient(p1)));
         kept.change(&(0, "hospital".into(), true, vec![], vec![], vec![], vec![]));
         assert!(!kept.fresh(&record));
-        let after = entry(kept.read, Shows::Keys(vec![Tag::Patient(p1)]));
+        let after = entry(kept.read, Shows::Key(Tag::Patient(p1)));
         assert!(kept.fresh(&after));
         kept.start_afresh();
         assert!(!kept.fresh(&after));
@@ -541,7 +536,7 @@ mod tests {
         let shows = |path: &str, query: &str| Shows::of(path, Some(query));
         assert_eq!(
             Shows::of(&format!("/v1/patients/{p}"), None),
-            Shows::Keys(vec![Tag::Patient(p)])
+            Shows::Key(Tag::Patient(p))
         );
         assert_eq!(Shows::of("/v1/patients/nope", None), Shows::Anything);
         assert_eq!(shows("/v1/patients", "q=a"), Shows::Anything);
@@ -550,21 +545,21 @@ mod tests {
                 "/v1/appointments",
                 &format!("doctor_id={d}&date=2026-03-02&status=approved")
             ),
-            Shows::Keys(vec![Tag::DoctorDay(d, day("2026-03-02"))])
+            Shows::Key(Tag::DoctorDay(d, day("2026-03-02")))
         );
         assert_eq!(
             shows(
                 "/v1/appointments",
                 &format!("status=approved&doctor_id={d}")
             ),
-            Shows::Keys(vec![Tag::Doctor(d)])
+            Shows::Key(Tag::Doctor(d))
         );
         assert_eq!(
             shows(
                 "/v1/appointments",
                 &format!("patient_id={p}&date=2026-03-02")
             ),
-            Shows::Keys(vec![Tag::Patient(p)])
+            Shows::Key(Tag::Patient(p))
         );
         for refused in [
             format!("doctor_id={d}&doctor_id={d}"),
