@@ -347,25 +347,21 @@ async fn measure(
     let per_day = day_sample["items"].as_array().map_or(0, Vec::len);
 
     let bare_before = bare_runs(bench, &record, &day, &token).await?;
-    let hits_before = cache_counts(&http, &base_url).await?;
-    let (by_id, day_list) = endpoint_runs(bench, site, &base_url, &token).await;
-    let still_share = hit_share(hits_before, cache_counts(&http, &base_url).await?);
+    let (by_id, day_list, still_cached) = endpoint_runs(bench, site, &base_url, &token).await;
     let written = if bench.write_rate > 0 {
         let writes = Writes::start(bench, &names, base, db_name, site).await?;
         // The raw limit under the same writes: they take their share of the two cores from
         // the bare handler as from the query API.
         let bare = bare_runs(bench, &record, &day, &token).await?;
-        let before = cache_counts(&http, &base_url).await?;
         let runs = endpoint_runs(bench, site, &base_url, &token).await;
         let events = writes.stop().await?;
-        let share = hit_share(before, cache_counts(&http, &base_url).await?);
-        Some((bare, runs, events, share))
+        Some((bare, runs, events))
     } else {
         None
     };
     api.stop().await;
     let api = query_api::start(uncached_config).await?;
-    let (by_id_uncached, day_list_uncached) =
+    let (by_id_uncached, day_list_uncached, _) =
         endpoint_runs(bench, site, &format!("http://{}", api.addr), &token).await;
     api.stop().await;
     let bare_after = bare_runs(bench, &record, &day, &token).await?;
@@ -375,7 +371,7 @@ async fn measure(
         record.len(),
         day.len()
     );
-    for (when, (record, day)) in [("before", &bare_before), ("after", &bare_after)] {
+    let bare_lines = |when: &str, (record, day): &(Figures, Figures)| {
         println!(
             "{}",
             record.line_in(&format!("bare axum, a record's size, {when}"), "req")
@@ -384,29 +380,24 @@ async fn measure(
             "{}",
             day.line_in(&format!("bare axum, a day's size, {when}"), "req")
         );
-    }
+    };
+    bare_lines("before", &bare_before);
+    bare_lines("after", &bare_after);
     println!("{}", by_id.line_in("GET /v1/patients/{id}", "req"));
     println!(
         "{}",
         day_list.line_in("GET /v1/appointments?doctor_id&date", "req")
     );
-    println!("  answers from the cache: {still_share}");
-    if let Some(((bare_record, bare_day), (by_id, day_list), events, share)) = &written {
-        println!(
-            "{}",
-            bare_record.line_in("bare axum, a record's size, writes", "req")
-        );
-        println!(
-            "{}",
-            bare_day.line_in("bare axum, a day's size, writes", "req")
-        );
+    println!("{still_cached}");
+    if let Some((bare, (by_id, day_list, cached), events)) = &written {
+        bare_lines("writes", bare);
         println!("{}", by_id.line_in("GET /v1/patients/{id}, writes", "req"));
         println!(
             "{}",
             day_list.line_in("GET /v1/appointments, writes", "req")
         );
         println!(
-            "  while {events} events were published at {} a second and projected: answers from the cache: {share}",
+            "  while {events} events were published at {} a second and projected:\n{cached}",
             bench.write_rate,
         );
     }
@@ -426,7 +417,7 @@ async fn measure(
         ("patient by id, models still", &by_id, &bare_record),
         ("appointment list, models still", &day_list, &bare_day),
     ];
-    if let Some(((record, day), (by_id, day_list), _, _)) = &written {
+    if let Some(((record, day), (by_id, day_list, _), _)) = &written {
         runs.push(("patient by id, under writes", by_id, record));
         runs.push(("appointment list, under writes", day_list, day));
     }
@@ -447,13 +438,14 @@ async fn measure(
 }
 
 /// The two endpoints under load, one after the other: a random patient of the caller's
-/// hospital by id, then a random doctor's day of appointments.
+/// hospital by id, then a random doctor's day of appointments; with the share of each that the
+/// cache answered.
 async fn endpoint_runs(
     bench: &QueryBench,
     site: &Site,
     base_url: &str,
     token: &str,
-) -> (Figures, Figures) {
+) -> (Figures, Figures, String) {
     let http = reqwest::Client::new();
     let counts = || async {
         cache_counts(&http, base_url)
@@ -489,12 +481,12 @@ async fn endpoint_runs(
     })
     .await;
     let end = counts().await;
-    println!(
-        "    answers from the cache: {} of the records, {} of the days",
+    let cached = format!(
+        "  answers from the cache: {} of the records, {} of the days",
         hit_share(start, middle),
         hit_share(middle, end)
     );
-    (by_id, day_list)
+    (by_id, day_list, cached)
 }
 
 /// The raw limits: a bare handler answering a patient record's bytes, then one answering a
