@@ -181,6 +181,12 @@ async fn bad_parameters_are_422_with_the_field_named() {
             "{path}: {body}"
         );
     }
+    // A word outside a filter's set is refused with the words it takes.
+    let body = api.json(doctor, "/v1/invoices?status=lost", 422).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    for word in ["open", "partially_paid", "paid"] {
+        assert!(message.contains(word), "{body}");
+    }
     // A cursor of one list is refused by another whose keys differ.
     let page = api.json(doctor, "/v1/patients?limit=1", 200).await;
     assert!(

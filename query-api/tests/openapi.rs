@@ -56,7 +56,67 @@ async fn the_document_covers_every_route_with_its_parameters_and_errors() {
             assert!(responses.contains_key("422"), "{path} documents 422");
         }
     }
+
+    // A filter taking one word of a fixed set lists the words, so a client can offer them.
+    for (path, name, words) in [
+        (
+            "/v1/appointments",
+            "status",
+            &[
+                "pending",
+                "approved",
+                "completed",
+                "rejected",
+                "cancelled",
+                "needs_rescheduling",
+            ][..],
+        ),
+        ("/v1/prescriptions", "status", &["issued", "dispensed"]),
+        (
+            "/v1/invoices",
+            "status",
+            &["open", "partially_paid", "paid"],
+        ),
+        (
+            "/v1/claims",
+            "status",
+            &["submitted", "approved", "rejected"],
+        ),
+        ("/v1/admin/organisations", "kind", &["hospital", "insurer"]),
+    ] {
+        let param = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} documents {name}"));
+        assert_eq!(
+            enum_words(&param["schema"]),
+            words,
+            "{path} {name}: {param}"
+        );
+    }
     api.stop().await;
+}
+
+/// The words of the first `enum` within a schema.
+fn enum_words(schema: &Value) -> Vec<&str> {
+    match schema {
+        Value::Object(map) => match map.get("enum") {
+            Some(Value::Array(words)) => words.iter().filter_map(Value::as_str).collect(),
+            _ => map
+                .values()
+                .map(enum_words)
+                .find(|w| !w.is_empty())
+                .unwrap_or_default(),
+        },
+        Value::Array(items) => items
+            .iter()
+            .map(enum_words)
+            .find(|w| !w.is_empty())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 #[tokio::test]

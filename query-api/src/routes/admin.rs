@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
-use crate::routes::Params;
+use crate::routes::{Params, one_of};
 use crate::{ListErrors, Shared};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -186,12 +186,20 @@ const ORG_KEYS: &[Key] = &[Key {
     ty: KeyType::Uuid,
 }];
 
+one_of!(
+    /// What an organisation is.
+    OrganisationKind {
+        Hospital = "hospital",
+        Insurer = "insurer",
+    }
+);
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OrganisationQuery {
-    /// hospital or insurer.
-    pub kind: Option<String>,
+    #[param(inline)]
+    pub kind: Option<OrganisationKind>,
     #[param(minimum = 1)]
     pub limit: Option<i64>,
     pub after: Option<String>,
@@ -223,10 +231,7 @@ pub async fn organisations(
         ORG_KEYS,
     );
     if let Some(kind) = query.kind {
-        if !["hospital", "insurer"].contains(&kind.as_str()) {
-            return Err(ApiError::invalid("kind", "must be hospital or insurer"));
-        }
-        list.and("kind = ", kind);
+        list.and("kind = ", kind.as_str());
     }
     page::respond::<Organisation>(&shared.pool, list, page, format).await
 }

@@ -5,7 +5,7 @@
 use crate::access::Caller;
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
-use crate::routes::Params;
+use crate::routes::{Params, one_of};
 use crate::{ListErrors, RecordErrors, Shared};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -238,8 +238,8 @@ const APPOINTMENT_KEYS: &[Key] = &[
 pub struct AppointmentQuery {
     pub doctor_id: Option<Uuid>,
     pub patient_id: Option<Uuid>,
-    /// pending, approved, completed, rejected, cancelled or needs_rescheduling.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<AppointmentStatus>,
     /// Appointments starting on this day (UTC).
     pub date: Option<NaiveDate>,
     /// Starting at or after.
@@ -251,14 +251,17 @@ pub struct AppointmentQuery {
     pub after: Option<String>,
 }
 
-const APPOINTMENT_STATUSES: &[&str] = &[
-    "pending",
-    "approved",
-    "completed",
-    "rejected",
-    "cancelled",
-    "needs_rescheduling",
-];
+one_of!(
+    /// An appointment's status.
+    AppointmentStatus {
+        Pending = "pending",
+        Approved = "approved",
+        Completed = "completed",
+        Rejected = "rejected",
+        Cancelled = "cancelled",
+        NeedsRescheduling = "needs_rescheduling",
+    }
+);
 
 /// The caller's hospital's appointments, by start time.
 #[utoipa::path(get, path = "/v1/appointments", tag = "hospital", params(AppointmentQuery),
@@ -295,13 +298,7 @@ pub async fn list_appointments(
         list.and("patient_id = ", patient);
     }
     if let Some(status) = query.status {
-        if !APPOINTMENT_STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::invalid(
-                "status",
-                format!("must be one of: {}", APPOINTMENT_STATUSES.join(", ")),
-            ));
-        }
-        list.and("status = ", status);
+        list.and("status = ", status.as_str());
     }
     if let Some(date) = query.date {
         let start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
@@ -353,13 +350,21 @@ const PRESCRIPTION_KEYS: &[Key] = &[
     },
 ];
 
+one_of!(
+    /// A prescription's status.
+    PrescriptionStatus {
+        Issued = "issued",
+        Dispensed = "dispensed",
+    }
+);
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PrescriptionQuery {
     pub patient_id: Option<Uuid>,
-    /// issued or dispensed.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<PrescriptionStatus>,
     #[param(minimum = 1)]
     pub limit: Option<i64>,
     pub after: Option<String>,
@@ -396,10 +401,7 @@ pub async fn list_prescriptions(
         list.and("patient_id = ", patient);
     }
     if let Some(status) = query.status {
-        if !["issued", "dispensed"].contains(&status.as_str()) {
-            return Err(ApiError::invalid("status", "must be issued or dispensed"));
-        }
-        list.and("status = ", status);
+        list.and("status = ", status.as_str());
     }
     page::respond::<Prescription>(&shared.pool, list, page, format).await
 }
@@ -592,13 +594,22 @@ const INVOICE_KEYS: &[Key] = &[
     },
 ];
 
+one_of!(
+    /// An invoice's status.
+    InvoiceStatus {
+        Open = "open",
+        PartiallyPaid = "partially_paid",
+        Paid = "paid",
+    }
+);
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InvoiceQuery {
     pub patient_id: Option<Uuid>,
-    /// open, partially_paid or paid.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<InvoiceStatus>,
     #[param(minimum = 1)]
     pub limit: Option<i64>,
     pub after: Option<String>,
@@ -631,13 +642,7 @@ pub async fn list_invoices(
         list.and("patient_id = ", patient);
     }
     if let Some(status) = query.status {
-        if !["open", "partially_paid", "paid"].contains(&status.as_str()) {
-            return Err(ApiError::invalid(
-                "status",
-                "must be open, partially_paid or paid",
-            ));
-        }
-        list.and("status = ", status);
+        list.and("status = ", status.as_str());
     }
     page::respond::<Invoice>(&shared.pool, list, page, format).await
 }

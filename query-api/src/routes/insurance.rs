@@ -4,7 +4,7 @@
 use crate::access::Caller;
 use crate::error::ApiError;
 use crate::page::{self, Format, Key, KeyType, List, Page};
-use crate::routes::Params;
+use crate::routes::{Params, one_of};
 use crate::{ListErrors, ProblemDoc, RecordErrors, Shared};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -133,12 +133,21 @@ const CLAIM_KEYS: &[Key] = &[
     },
 ];
 
+one_of!(
+    /// A claim's status.
+    ClaimStatus {
+        Submitted = "submitted",
+        Approved = "approved",
+        Rejected = "rejected",
+    }
+);
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ClaimQuery {
-    /// submitted, approved or rejected.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<ClaimStatus>,
     pub plan_id: Option<Uuid>,
     pub hospital_id: Option<Uuid>,
     /// Submitted at or after.
@@ -169,13 +178,7 @@ pub async fn list_claims(
     let mut list = List::new(CLAIM_COLUMNS, "insurance.claims", CLAIM_KEYS);
     list.scope(caller.scope);
     if let Some(status) = query.status {
-        if !["submitted", "approved", "rejected"].contains(&status.as_str()) {
-            return Err(ApiError::invalid(
-                "status",
-                "must be submitted, approved or rejected",
-            ));
-        }
-        list.and("status = ", status);
+        list.and("status = ", status.as_str());
     }
     if let Some(plan) = query.plan_id {
         list.and("plan_id = ", plan);
