@@ -101,9 +101,13 @@ pub(crate) fn t<T>(r: Result<T, String>) -> T {
 
 /// One hospital's history of about `events` events: visits of registered patients (booked,
 /// approved, diagnosed, noted, prescribed, invoiced, paid, claimed, approved).
-fn hospital_history(events: u64, insurer: InsurerId, plan: PlanId) -> Vec<Envelope> {
-    let mut node = Node::new();
-    let hospital = HospitalId::from_uuid(Uuid::now_v7());
+fn hospital_history(
+    mut node: Node,
+    hospital: HospitalId,
+    events: u64,
+    insurer: InsurerId,
+    plan: PlanId,
+) -> Vec<Envelope> {
     let doctor = node.actor.user_id;
     let mut out = Vec::with_capacity(events as usize + 16);
     out.push(node.record(Event::HospitalRegistered(HospitalRegistered {
@@ -226,7 +230,27 @@ fn history(events: u64) -> Vec<Vec<Envelope>> {
     let insurer = InsurerId::from_uuid(Uuid::now_v7());
     let plan = PlanId::from_uuid(Uuid::now_v7());
     let mut central = Node::new();
+    // The central node registers itself and each hospital's node before their events, as the
+    // command service does: the projectors apply only registered nodes' events.
+    let sites: Vec<(Node, HospitalId)> = (0..2)
+        .map(|_| (Node::new(), HospitalId::from_uuid(Uuid::now_v7())))
+        .collect();
     let mut reference = vec![
+        central.record(Event::CentralNodeRegistered(CentralNodeRegistered {
+            node_id: central.id,
+            public_key: NodePublicKey::from_verifying_key(&central.key.verifying_key()),
+        })),
+    ];
+    for (node, hospital) in &sites {
+        reference.push(
+            central.record(Event::EdgeNodeRegistered(EdgeNodeRegistered {
+                node_id: node.id,
+                hospital_id: *hospital,
+                public_key: NodePublicKey::from_verifying_key(&node.key.verifying_key()),
+            })),
+        );
+    }
+    reference.extend([
         central.record(Event::InsurerRegistered(InsurerRegistered {
             insurer_id: insurer,
             name: t(Name::parse("Bench Mutual")),
@@ -243,13 +267,16 @@ fn history(events: u64) -> Vec<Vec<Envelope>> {
                 cap_cents: t(Cents::new(100_000)),
             }],
         })),
-    ];
+    ]);
     let rest = events.saturating_sub(reference.len() as u64);
     let halves = [rest / 2, rest - rest / 2];
     let histories: Vec<Vec<Envelope>> = std::thread::scope(|s| {
         let handles: Vec<_> = halves
             .iter()
-            .map(|n| s.spawn(move || hospital_history(*n, insurer, plan)))
+            .zip(sites)
+            .map(|(n, (node, hospital))| {
+                s.spawn(move || hospital_history(node, hospital, *n, insurer, plan))
+            })
             .collect();
         handles
             .into_iter()
@@ -446,7 +473,13 @@ pub(crate) fn live_projectors(
         pseudonym_key: domain::public_health::PseudonymKey::from_bytes(&[42; 32])
             .map_err(anyhow::Error::msg)?,
         min_cell: 11,
-        projector: projections::runtime::ProjectorConfig::new(names.clone()),
+        projector: {
+            // The live runs' events come from nodes made up for them (and an edge agent never
+            // registered): the rebuild run measures the check of registered origins.
+            let mut projector = projections::runtime::ProjectorConfig::new(names.clone());
+            projector.origins = projections::origins::Origins::Any;
+            projector
+        },
     })
 }
 

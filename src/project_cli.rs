@@ -31,6 +31,12 @@ pub struct ProjectArgs {
     /// The most events applied in one transaction.
     #[arg(long, env = "HMS_PROJECTION_BATCH", default_value_t = 1000)]
     batch: usize,
+    /// Whose events are applied: `registered` (only nodes registered earlier in the history,
+    /// each event verified against the registered key; others are parked) or `any` (every
+    /// event: for development histories made without registrations).
+    #[arg(long, env = "HMS_PROJECTION_ORIGINS", default_value = "registered",
+        value_parser = ["registered", "any"])]
+    origins: String,
 }
 
 impl ProjectArgs {
@@ -41,6 +47,12 @@ impl ProjectArgs {
         }
         let mut projector = ProjectorConfig::new(names);
         projector.batch = self.batch;
+        if self.origins == "any" {
+            tracing::warn!(
+                "HMS_PROJECTION_ORIGINS=any: events of unregistered nodes and unverified signatures are applied (development only)"
+            );
+            projector.origins = projections::origins::Origins::Any;
+        }
         let key_file = self
             .pseudonym_key_file
             .clone()

@@ -11,10 +11,28 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// A few thousand events of several kinds from two nodes.
+/// A few thousand events of several kinds from two nodes, registered first by the central
+/// node (the projector applies only registered nodes' events, and must know their keys again
+/// after each kill).
 fn history() -> Vec<Envelope> {
     let (mut a, mut b) = (Recorder::new(), Recorder::new());
-    let mut events = Vec::new();
+    let mut central = Recorder::new();
+    let central_key = NodePublicKey::from_verifying_key(&central.key.verifying_key());
+    let mut events = vec![
+        central.record(Event::CentralNodeRegistered(CentralNodeRegistered {
+            node_id: central.node,
+            public_key: central_key,
+        })),
+    ];
+    for node in [&a, &b] {
+        events.push(
+            central.record(Event::EdgeNodeRegistered(EdgeNodeRegistered {
+                node_id: node.node,
+                hospital_id: HospitalId::from_uuid(uuid::Uuid::now_v7()),
+                public_key: NodePublicKey::from_verifying_key(&node.key.verifying_key()),
+            })),
+        );
+    }
     for node in [&mut a, &mut b] {
         let hospital = HospitalId::from_uuid(uuid::Uuid::now_v7());
         events.push(node.record(Event::HospitalRegistered(HospitalRegistered {
@@ -146,6 +164,13 @@ async fn a_projector_killed_while_catching_up_ends_with_the_tables_of_a_clean_ru
         3_000,
         "the history's patients are all there"
     );
+    for pool in [&db.pool, &clean_db.pool] {
+        let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM projection.parked")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(parked, 0, "every node is registered: nothing is refused");
+    }
     db.drop().await;
     clean_db.drop().await;
 }

@@ -18,6 +18,7 @@ pub mod hospital;
 pub mod insurance;
 pub mod metrics;
 pub mod model;
+pub mod origins;
 pub mod public_health;
 pub mod rebuild;
 pub mod runtime;

@@ -19,6 +19,7 @@
 use crate::fact::{Fact, Reading, read};
 use crate::metrics::ModelMetrics;
 use crate::model::{Committed, ReadModel, Touched};
+use crate::origins::{NodeKeys, Origins};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use domain::values::NodeId;
 use futures::future::BoxFuture;
@@ -56,6 +57,8 @@ pub struct ProjectorConfig {
     pub ack_wait: Duration,
     /// The longest wait between attempts after an error.
     pub max_backoff: Duration,
+    /// Whose events are applied: by default only registered nodes' ([`crate::origins`]).
+    pub origins: Origins,
 }
 
 impl ProjectorConfig {
@@ -66,6 +69,7 @@ impl ProjectorConfig {
             gap_retry: Duration::from_secs(1),
             ack_wait: Duration::from_secs(60),
             max_backoff: Duration::from_secs(5),
+            origins: Origins::Registered,
         }
     }
 }
@@ -206,6 +210,10 @@ impl<M: ReadModel> Projector<M> {
             done: checkpoint,
             held: BTreeSet::new(),
         };
+        let mut keys = match load_keys(&self.pool, self.config.origins).await {
+            Ok(keys) => keys,
+            Err(e) => return format!("reading the node keys: {e}"),
+        };
         let name = self.consumer_name();
         let description = format!("projector of the {} read model", self.key);
         let mut messages =
@@ -221,7 +229,7 @@ impl<M: ReadModel> Projector<M> {
                 Ok(batch) => batch,
                 Err(e) => return e,
             };
-            let read = ReadBatch::read(batch, checkpoint);
+            let read = ReadBatch::read(batch, checkpoint, keys.as_mut());
             let applied = apply_until_committed(
                 self,
                 &read,
@@ -312,7 +320,7 @@ impl<M: ReadModel> Projector<M> {
 
         let mut verdicts = Vec::with_capacity(read.entries.len());
         let mut facts: Vec<&Fact> = Vec::new();
-        let mut parked: Vec<(i64, String, String, String)> = Vec::new();
+        let mut parked = ParkedRows::default();
         let mut moved: BTreeMap<Uuid, u64> = BTreeMap::new();
         for (entry, message) in read.entries.iter().zip(&read.messages) {
             let seq = entry.seq.unwrap_or(0);
@@ -347,12 +355,15 @@ impl<M: ReadModel> Projector<M> {
                 (Verdict::Parked, Reading::Unreadable { reason })
                 | (Verdict::Parked, Reading::UnreadableEvent { reason, .. }) => {
                     tracing::error!(model = %self.key, stream_seq = seq, subject = %message.subject, "an unreadable message is parked: {reason}");
-                    parked.push((
-                        seq as i64,
-                        message.subject.to_string(),
-                        reason.clone(),
-                        String::from_utf8_lossy(&message.payload).into_owned(),
-                    ));
+                    parked.seqs.push(seq as i64);
+                    parked.subjects.push(message.subject.to_string());
+                    parked.reasons.push(reason.clone());
+                    parked
+                        .bodies
+                        .push(String::from_utf8_lossy(&message.payload).into_owned());
+                    parked
+                        .nodes
+                        .push(reading_origin(reading).map(|(node, _)| node));
                 }
                 _ => {}
             }
@@ -360,18 +371,20 @@ impl<M: ReadModel> Projector<M> {
         }
 
         let changes = self.model.apply(&mut tx, &facts).await?;
-        if !parked.is_empty() {
-            let (seqs, subjects, reasons, bodies) = unzip4(parked);
+        crate::origins::record(&mut tx, &facts).await?;
+        if !parked.seqs.is_empty() {
             sqlx::query(
-                "INSERT INTO projection.parked (model, stream_seq, subject, reason, body) \
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[]) \
+                "INSERT INTO projection.parked (model, stream_seq, subject, reason, body, node_id) \
+                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::uuid[]) \
                  ON CONFLICT (model, stream_seq) DO NOTHING",
             )
             .bind(&self.key)
-            .bind(&seqs)
-            .bind(&subjects)
-            .bind(&reasons)
-            .bind(&bodies)
+            .bind(&parked.seqs)
+            .bind(&parked.subjects)
+            .bind(&parked.reasons)
+            .bind(&parked.bodies)
+            .bind(&parked.nodes)
             .execute(&mut *tx)
             .await?;
         }
@@ -521,6 +534,8 @@ pub(crate) trait Applier: Send + Sync {
     ) -> BoxFuture<'a, Result<Applied, sqlx::Error>>;
     /// The bookkeeping key (the model's name, or `<name>_rebuild`).
     fn key(&self) -> &str;
+    /// The node keys its reader checks events against (none when any origin is applied).
+    fn node_keys(&self) -> BoxFuture<'_, Result<Option<NodeKeys>, sqlx::Error>>;
 }
 
 impl<M: ReadModel> Applier for Projector<M> {
@@ -539,6 +554,18 @@ impl<M: ReadModel> Applier for Projector<M> {
 
     fn key(&self) -> &str {
         &self.key
+    }
+
+    fn node_keys(&self) -> BoxFuture<'_, Result<Option<NodeKeys>, sqlx::Error>> {
+        load_keys(&self.pool, self.config.origins).boxed()
+    }
+}
+
+/// The registered nodes' keys, when only their events are applied.
+async fn load_keys(pool: &PgPool, origins: Origins) -> Result<Option<NodeKeys>, sqlx::Error> {
+    match origins {
+        Origins::Registered => NodeKeys::load(pool).await.map(Some),
+        Origins::Any => Ok(None),
     }
 }
 
@@ -564,10 +591,14 @@ struct Entry {
 }
 
 impl ReadBatch {
-    /// Reads `messages` for projectors whose checkpoints are all at least `done_through`.
-    fn read(messages: Vec<jetstream::Message>, done_through: u64) -> ReadBatch {
+    /// Reads `messages` for projectors whose checkpoints are all at least `done_through`; with
+    /// `keys`, an event that is not its registered node's is read as parked.
+    fn read(
+        messages: Vec<jetstream::Message>,
+        done_through: u64,
+        keys: Option<&mut NodeKeys>,
+    ) -> ReadBatch {
         let mut entries = Vec::with_capacity(messages.len());
-        let mut nodes: Vec<Uuid> = Vec::new();
         let mut pending = 0;
         for message in &messages {
             let info = message.info().ok();
@@ -579,11 +610,7 @@ impl ReadBatch {
             let reading = if first_delivery && seq.unwrap_or(0) <= done_through {
                 None
             } else {
-                let reading = read(seq.unwrap_or(0), &message.payload);
-                if let Some((node, _)) = reading_origin(&reading) {
-                    nodes.push(node);
-                }
-                Some(reading)
+                Some(read(seq.unwrap_or(0), &message.payload))
             };
             entries.push(Entry {
                 seq,
@@ -591,6 +618,14 @@ impl ReadBatch {
                 reading,
             });
         }
+        if let Some(keys) = keys {
+            keys.check(entries.iter_mut().filter_map(|e| e.reading.as_mut()));
+        }
+        let mut nodes: Vec<Uuid> = entries
+            .iter()
+            .filter_map(|e| e.reading.as_ref().and_then(reading_origin))
+            .map(|(node, _)| node)
+            .collect();
         nodes.sort_unstable();
         nodes.dedup();
         ReadBatch {
@@ -802,6 +837,13 @@ async fn together(
         return Ok(());
     }
     let from = checkpoints.iter().copied().min().unwrap_or(0);
+    let mut keys = match appliers.first() {
+        Some(applier) => applier
+            .node_keys()
+            .await
+            .map_err(|e| format!("reading the node keys: {e}"))?,
+        None => None,
+    };
     let description = "rebuild of several read models".to_owned();
     let mut messages = open_messages(js, config, consumer, &description, from).await?;
 
@@ -812,7 +854,7 @@ async fn together(
         loop {
             let next = gather(&mut messages, max, &name)
                 .await
-                .map(|batch| Arc::new(ReadBatch::read(batch, from)));
+                .map(|batch| Arc::new(ReadBatch::read(batch, from, keys.as_mut())));
             let failed = next.is_err();
             if batches_out.send(next).await.is_err() || failed {
                 return;
@@ -953,15 +995,13 @@ fn reading_origin(reading: &Reading) -> Option<(Uuid, u64)> {
     }
 }
 
-type Parked = (Vec<i64>, Vec<String>, Vec<String>, Vec<String>);
-
-fn unzip4(rows: Vec<(i64, String, String, String)>) -> Parked {
-    let mut out: Parked = Default::default();
-    for (a, b, c, d) in rows {
-        out.0.push(a);
-        out.1.push(b);
-        out.2.push(c);
-        out.3.push(d);
-    }
-    out
+/// The messages of a batch parked, column by column, for one insert.
+#[derive(Default)]
+struct ParkedRows {
+    seqs: Vec<i64>,
+    subjects: Vec<String>,
+    reasons: Vec<String>,
+    bodies: Vec<String>,
+    /// The origin node, when the message is an envelope.
+    nodes: Vec<Option<Uuid>>,
 }

@@ -99,5 +99,48 @@ async fn every_edge_node_is_shown_with_its_last_report_and_a_silent_one_is_stale
         .await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert!(rest["next"].is_null());
+    assert_eq!(fresh["refused_events"], 0);
+
+    // Events the projectors refused (as they park them): one of a registered node signed with
+    // another key, two of a node never registered, which is listed for them.
+    let stranger = Uuid::now_v7();
+    for (seq, node, reason) in [
+        (
+            901,
+            nodes[1],
+            "the event does not verify against node's registered key",
+        ),
+        (902, stranger, "node is not registered (first)"),
+        (903, stranger, "node is not registered (second)"),
+    ] {
+        sqlx::query(
+            "INSERT INTO projection.parked (model, stream_seq, subject, reason, body, node_id) \
+             VALUES ('audit', $1, 'x', $2, '{}', $3)",
+        )
+        .bind(seq as i64)
+        .bind(reason)
+        .bind(node)
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    }
+    let page = api.json(&admin, "/v1/admin/sync-status", 200).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{page}");
+    let of = |node: Uuid| -> &Value { items.iter().find(|i| i["node_id"] == json!(node)).unwrap() };
+    assert_eq!(of(nodes[0])["refused_events"], 0);
+    assert_eq!(of(nodes[1])["refused_events"], 1);
+    assert!(
+        of(nodes[1])["last_refusal"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify")
+    );
+    let unknown = of(stranger);
+    assert_eq!(unknown["refused_events"], 2);
+    assert_eq!(unknown["last_refusal"], "node is not registered (second)");
+    assert_eq!(unknown["hospital_id"], Value::Null);
+    assert_eq!(unknown["registered_at"], Value::Null);
+    assert_eq!(unknown["stale"], true);
     api.stop().await;
 }

@@ -231,9 +231,22 @@ impl Envelope {
     /// Checks that `hash` is the hash of the content and `signature` is `key`'s signature of it.
     /// It does not check the event's place in its chain; [`ChainVerifier`] does.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), VerifyError> {
+        self.verify_hash()?;
+        self.verify_signature(key)
+    }
+
+    /// Checks that `hash` is the hash of the content (not who signed it). With the next event's
+    /// `prev_hash` naming this hash, one signature of the later event vouches for both.
+    pub fn verify_hash(&self) -> Result<(), VerifyError> {
         if Hash::sha256(&self.canonical_bytes()?) != self.hash {
             return Err(VerifyError::HashMismatch);
         }
+        Ok(())
+    }
+
+    /// Checks that `signature` is `key`'s signature of `hash` (not that the hash is the
+    /// content's: [`Envelope::verify_hash`]).
+    pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), VerifyError> {
         let signature = ed25519_dalek::Signature::from_bytes(self.signature.as_bytes());
         // Strict: refuses weak keys and non-canonical signatures, so a signature has one form.
         key.verify_strict(self.hash.as_bytes(), &signature)

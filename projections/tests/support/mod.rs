@@ -24,6 +24,9 @@ pub fn config(db: &TestDb, prefix: &str) -> projections::Config {
     let mut projector = projections::runtime::ProjectorConfig::new(names);
     projector.gap_retry = std::time::Duration::from_millis(200);
     projector.max_backoff = std::time::Duration::from_millis(500);
+    // The tests' histories are made by nodes never registered; tests/origins.rs checks the
+    // registered-only default.
+    projector.origins = projections::origins::Origins::Any;
     projections::Config {
         database_url: db.url.clone(),
         nats_url: nats_url(),

@@ -25,17 +25,26 @@ pub fn router() -> OpenApiRouter<Shared> {
 }
 
 /// One edge node: what the centre knows of it (registration, the audit model's applied mark,
-/// the conflicts answered for its hospital) beside what the node last reported of itself.
+/// the conflicts answered for its hospital, the events the projectors refused) beside what the
+/// node last reported of itself. A node never registered is listed too once the projectors
+/// have refused its events, without a hospital or registration.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct NodeSyncStatus {
     pub node_id: Uuid,
-    pub hospital_id: Uuid,
+    /// Null for a node never registered.
+    pub hospital_id: Option<Uuid>,
     pub hospital_name: Option<String>,
-    pub registered_at: DateTime<Utc>,
+    /// Null for a node never registered.
+    pub registered_at: Option<DateTime<Utc>>,
     /// The highest node_seq of this node the audit model has applied (the confirmed mark).
     pub applied_node_seq: Option<i64>,
     /// Conflict answers recorded for the node's hospital.
     pub conflicts: i64,
+    /// The node's events the projectors did not apply but parked: from a node not registered
+    /// before them, not verifying against its registered key, or unreadable by this build.
+    pub refused_events: i64,
+    /// Why the last of them was refused.
+    pub last_refusal: Option<String>,
     /// When the node last reported its status; null if never.
     #[sqlx(skip)]
     pub last_contact_at: Option<DateTime<Utc>>,
@@ -103,13 +112,26 @@ pub async fn sync_status(
     let format = Format::from_headers(&headers)?;
     let page = Page::parse(query.limit, query.after.as_deref(), NODE_KEYS, format)?;
     let mut list = List::new(
-        "node_id, hospital_id, hospital_name, registered_at, applied_node_seq, conflicts",
-        "(SELECT n.node_id, n.hospital_id, h.name AS hospital_name, n.registered_at, \
+        "node_id, hospital_id, hospital_name, registered_at, applied_node_seq, conflicts, \
+         refused_events, last_refusal",
+        "(WITH refused AS ( \
+           SELECT node_id, count(*) AS refused_events, \
+             (array_agg(reason ORDER BY stream_seq DESC))[1] AS last_refusal \
+           FROM projection.parked WHERE model = 'audit' AND node_id IS NOT NULL \
+           GROUP BY node_id) \
+         SELECT n.node_id, n.hospital_id, h.name AS hospital_name, n.registered_at, \
            p.node_seq AS applied_node_seq, \
-           (SELECT count(*) FROM hospital.conflicts c WHERE c.org_id = n.hospital_id) AS conflicts \
+           (SELECT count(*) FROM hospital.conflicts c WHERE c.org_id = n.hospital_id) AS conflicts, \
+           coalesce(r.refused_events, 0) AS refused_events, r.last_refusal \
          FROM hospital.edge_nodes n \
          LEFT JOIN hospital.hospitals h ON h.hospital_id = n.hospital_id \
-         LEFT JOIN projection.node_progress p ON p.model = 'audit' AND p.node_id = n.node_id) s",
+         LEFT JOIN projection.node_progress p ON p.model = 'audit' AND p.node_id = n.node_id \
+         LEFT JOIN refused r ON r.node_id = n.node_id \
+         UNION ALL \
+         SELECT r.node_id, NULL, NULL, NULL, NULL, 0, r.refused_events, r.last_refusal \
+         FROM refused r \
+         WHERE NOT EXISTS (SELECT 1 FROM hospital.edge_nodes n WHERE n.node_id = r.node_id) \
+           AND NOT EXISTS (SELECT 1 FROM projection.node_keys k WHERE k.node_id = r.node_id)) s",
         NODE_KEYS,
     );
     if let Some(hospital) = query.hospital_id {
