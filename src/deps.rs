@@ -88,7 +88,7 @@ const COMPOSE_HINT: &str = "or run both in containers: `docker compose up -d nat
 /// installed but stopped.
 pub fn ensure_postgres(at: &Endpoint) -> Result<()> {
     if at.reachable() {
-        println!("  postgresql  {at}: running");
+        say!("  postgresql  {at}: running");
         return Ok(());
     }
     if !at.is_local() {
@@ -111,7 +111,7 @@ pub fn ensure_postgres(at: &Endpoint) -> Result<()> {
             versions.pop()
         })
         .context("PostgreSQL is installed but /etc/postgresql holds no cluster: `pg_createcluster <version> main`")?;
-    println!("  postgresql  {at}: not running; starting cluster {version}/main");
+    say!("  postgresql  {at}: not running; starting cluster {version}/main");
     let status = std::process::Command::new(&ctl)
         .args(["--skip-systemctl-redirect", &version, "main", "start"])
         .status()
@@ -126,7 +126,7 @@ pub fn ensure_postgres(at: &Endpoint) -> Result<()> {
             "PostgreSQL {version}/main started but does not listen on {at}; check its port and listen_addresses"
         );
     }
-    println!("  postgresql  {at}: started");
+    say!("  postgresql  {at}: started");
     Ok(())
 }
 
@@ -135,7 +135,7 @@ pub fn ensure_postgres(at: &Endpoint) -> Result<()> {
 /// its store (and log) in `store`.
 pub fn ensure_nats(at: &Endpoint, store: &Path) -> Result<()> {
     if at.reachable() {
-        println!("  nats        {at}: running");
+        say!("  nats        {at}: running");
         return Ok(());
     }
     if !at.is_local() {
@@ -151,7 +151,7 @@ pub fn ensure_nats(at: &Endpoint, store: &Path) -> Result<()> {
     std::fs::create_dir_all(store)
         .with_context(|| format!("creating the NATS store {}", store.display()))?;
     let log = store.join("nats-server.log");
-    println!(
+    say!(
         "  nats        {at}: not running; starting {} with JetStream (store {}, log {})",
         server.display(),
         store.display(),
@@ -185,7 +185,7 @@ pub fn ensure_nats(at: &Endpoint, store: &Path) -> Result<()> {
             log.display()
         );
     }
-    println!("  nats        {at}: started (pid {})", child.id());
+    say!("  nats        {at}: started (pid {})", child.id());
     Ok(())
 }
 

@@ -2,6 +2,16 @@
 //! together (`hms up`), and the operator tools. `main` only parses the command line and
 //! dispatches; each service crate owns its own `run`.
 
+/// `println!` for what a running command tells its operator: when stdout is gone (a closed
+/// pipe, a terminal that went away) the line is dropped and the services go on, instead of a
+/// panic stopping them.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod audit_cli;
 mod bench;
 mod bench_command;

@@ -55,7 +55,7 @@ pub fn run(args: UpArgs) -> Result<()> {
     let mut edge = from_env::<EdgeOpts>()?.config()?;
     let data_dir = command.data_dir.clone();
 
-    println!("hms up: checking what the system needs");
+    say!("hms up: checking what the system needs");
     deps::ensure_postgres(&deps::postgres_endpoint(&project.database_url)?)?;
     deps::ensure_nats(
         &deps::nats_endpoint(&command.nats_url)?,
@@ -89,7 +89,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             _ => None,
         };
         if sync.credentials.is_none() && command.credentials.is_some() {
-            println!(
+            say!(
                 "  note: NATS has accounts (HMS_NATS_USER is set) but the local edge has none: set HMS_EDGE_NATS_USER and HMS_EDGE_NATS_PASSWORD (its user edge-<node id>, nats/README.md); until then it works offline"
             );
             edge.sync = None;
@@ -113,12 +113,12 @@ pub fn run(args: UpArgs) -> Result<()> {
                 let password = admin_password.as_deref().expect("generated");
                 platform::keys::write_private_file(&password_file, password.as_bytes())
                     .with_context(|| format!("keeping the admin password in {}", password_file.display()))?;
-                println!(
+                say!(
                     "\nThe system was empty: created the user `admin` with the generated password\n\n    {password}\n\n(shown once; also kept in {}, readable only by you: write it down, then delete the file)",
                     password_file.display()
                 );
             } else {
-                println!("\nThe system was empty: created the user `admin` with HMS_BOOTSTRAP_ADMIN_PASSWORD");
+                say!("\nThe system was empty: created the user `admin` with HMS_BOOTSTRAP_ADMIN_PASSWORD");
             }
         }
         let identity = edge_agent::service::identity(&edge)?;
@@ -136,15 +136,15 @@ pub fn run(args: UpArgs) -> Result<()> {
             command: format!("http://{}", command.addr),
             query: format!("http://{}", query.addr),
         };
-        println!("\nhms is up:");
-        println!("  edge agent       {}  (hospital {}, node {})", urls.edge, identity.identity.hospital_id, identity.identity.node_id);
-        println!("  command service  {}", urls.command);
-        println!("  query API        {}  (docs: {}/docs, schema: {}/openapi.json)", urls.query, urls.query, urls.query);
+        say!("\nhms is up:");
+        say!("  edge agent       {}  (hospital {}, node {})", urls.edge, identity.identity.hospital_id, identity.identity.node_id);
+        say!("  command service  {}", urls.command);
+        say!("  query API        {}  (docs: {}/docs, schema: {}/openapi.json)", urls.query, urls.query, urls.query);
         if let Some(metrics) = projectors.metrics_addr {
-            println!("  projectors       metrics at http://{metrics}/metrics");
+            say!("  projectors       metrics at http://{metrics}/metrics");
         }
-        println!("  data             {}", data_dir.display());
-        println!("Sign in as `admin` at {}/v1/auth/login. Ctrl-C stops everything.", urls.command);
+        say!("  data             {}", data_dir.display());
+        say!("Sign in as `admin` at {}/v1/auth/login. Ctrl-C stops everything.", urls.command);
 
         let outcome = if args.demo {
             let demo = crate::demo::Demo::new(crate::demo::Target {
@@ -169,7 +169,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         };
         let demo_ok = match &outcome {
             Ok(true) => {
-                println!("\nThe system keeps running. Ctrl-C stops it.");
+                say!("\nThe system keeps running. Ctrl-C stops it.");
                 crate::shutdown_signal().await;
                 true
             }
@@ -182,12 +182,12 @@ pub fn run(args: UpArgs) -> Result<()> {
                 false
             }
         };
-        println!("stopping: edge agent, query API, projectors, command service");
+        say!("stopping: edge agent, query API, projectors, command service");
         edge_running.stop().await.context("stopping the edge agent")?;
         query.stop().await;
         projectors.stop().await;
         command.stop().await;
-        println!("stopped");
+        say!("stopped");
         if !demo_ok {
             bail!("the demo did not complete");
         }
@@ -233,7 +233,7 @@ async fn register_local_edge(
             .await
             .with_context(|| format!("registering {what}"))?
         {
-            StartupOutcome::Recorded => println!("registered {what}"),
+            StartupOutcome::Recorded => say!("registered {what}"),
             StartupOutcome::AlreadyRecorded => {}
             StartupOutcome::Refused(Rejection::Conflict(reason)) => {
                 tracing::info!("{what} was registered before: {reason}");

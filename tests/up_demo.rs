@@ -197,3 +197,25 @@ fn hms_up_names_an_unreachable_database_and_stops() {
         "{err}"
     );
 }
+
+#[test]
+fn hms_up_with_its_stdout_closed_still_says_why_it_stops_and_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_hms"))
+        .arg("up")
+        .env("HMS_DATA_DIR", dir.path())
+        .env("HMS_DATABASE_URL", "postgres://postgres@127.0.0.2:5432/hms")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("PostgreSQL is not reachable at 127.0.0.2:5432"),
+        "{err}"
+    );
+}

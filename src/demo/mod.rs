@@ -147,15 +147,15 @@ impl Demo {
 
     fn title(&mut self, title: &str) {
         self.step += 1;
-        println!("\n[{}/{STEPS}] {title}", self.step);
+        say!("\n[{}/{STEPS}] {title}", self.step);
     }
 
     fn said(&self, what: impl std::fmt::Display) {
-        println!("      {what}");
+        say!("      {what}");
     }
 
     fn proved(&self, what: impl std::fmt::Display) {
-        println!("   ✓  {what}");
+        say!("   ✓  {what}");
     }
 
     /// The whole tour; an error names the step that did not hold.
@@ -163,13 +163,13 @@ impl Demo {
         let mut demo = self;
         let result = demo.tour().await;
         if let Err(e) = &result {
-            println!("   ✗  step {} did not hold: {e:#}", demo.step);
+            say!("   ✗  step {} did not hold: {e:#}", demo.step);
         }
         result
     }
 
     async fn tour(&mut self) -> Result<()> {
-        println!(
+        say!(
             "\nhms demo (run {}): a mobile clinic works offline, syncs, and is audited",
             self.run
         );
@@ -186,7 +186,7 @@ impl Demo {
         stopped.context("stopping the demo edge")?;
         self.auditor_verifies(&tour).await?;
         self.analyst_reads(&tour).await?;
-        println!(
+        say!(
             "\nDemo complete: every step held ({:.0} s).",
             started.elapsed().as_secs_f64()
         );
