@@ -564,7 +564,7 @@ async fn sync(bench: SyncBench) -> Result<()> {
     };
     edge.stop().await?;
     let edge_rate = bench.events as f64 / replayed.as_secs_f64();
-    js.delete_stream(names.events_stream()).await?;
+    crate::bench_projections::delete_streams(&js, &names).await;
     settle();
     let raw_after = raw_publish(&js, &bodies).await?;
     let raw_rate = (raw_before + raw_after) / 2.0;

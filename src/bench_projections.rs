@@ -441,12 +441,14 @@ pub async fn run(bench: ProjectionsBench) -> Result<()> {
     Ok(())
 }
 
-/// Removes what a benchmark run made in NATS: its streams and its bucket.
+/// Removes what a benchmark run made in NATS: its streams and its buckets.
 pub(crate) async fn delete_streams(js: &async_nats::jetstream::Context, names: &Names) {
     for stream in [
         names.events_stream(),
         names.public_stream(),
         format!("KV_{}", names.confirmed_bucket()),
+        format!("KV_{}", names.sync_status_bucket()),
+        format!("KV_{}", names.trust_bucket()),
     ] {
         let _ = js.delete_stream(&stream).await;
     }
