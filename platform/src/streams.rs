@@ -139,6 +139,31 @@ impl Names {
     }
 }
 
+/// The prefixes' letters of test and benchmark runs, longest first.
+const RUN_MARKS: &[&str] = &["BENCH", "CLI", "LAG", "TR", "T"];
+
+/// Whether a stream (or `KV_` bucket) name is one that a test's or benchmark's random subject
+/// prefix made: `t`, `tr`, `cli`, `bench` or `lag` and 12 to 16 hex digits, upper-cased, then
+/// `_` and the stream's own name. No deployment's prefix has that shape, so a clean-up
+/// (`examples/drop_test_streams`, run by `.ci/run`) may delete such streams.
+pub fn made_by_a_test_run(name: &str) -> bool {
+    let name = name.strip_prefix("KV_").unwrap_or(name);
+    RUN_MARKS
+        .iter()
+        .filter_map(|mark| name.strip_prefix(mark))
+        .any(|rest| {
+            let Some((digits, stream)) = rest.split_once('_') else {
+                return false;
+            };
+            (12..=16).contains(&digits.len())
+                && digits
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+                && !stream.is_empty()
+                && stream.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        })
+}
+
 /// The feeds through which an edge receives central history (ARCHITECTURE.md): its own
 /// hospital's events (`org`), and the reference data every edge keeps for offline work:
 /// insurance plans (`plans`) and insurers (`insurers`).
@@ -368,5 +393,37 @@ async fn ensure_stream(
                 .map_err(|e| setup(format!("creating: {e}")))
                 .map(|s| s.cached_info().clone()),
         },
+    }
+}
+
+#[cfg(test)]
+mod run_names {
+    use super::made_by_a_test_run;
+
+    #[test]
+    fn only_names_a_test_run_prefix_makes_are_taken() {
+        for name in [
+            "T676053798813_EVENTS",
+            "KV_T008B53E2709A_SYNC_STATUS",
+            "CLI21D26721CD40_PUBLIC",
+            "T0123456789ABCDEF_EVENTS",
+            "TR48B5D53B95D4_PUBLIC",
+            "KV_BENCH23B8A0D5CE91_TRUST",
+            "KV_LAG03DA845A5E1A_SYNC_STATUS",
+        ] {
+            assert!(made_by_a_test_run(name), "{name}");
+        }
+        for name in [
+            "HMS_EVENTS",
+            "KV_HMS_CONFIRMED",
+            "TRIAL_EVENTS",
+            "T67605379881_EVENTS",
+            "T0123456789ABCDEF0_EVENTS",
+            "BENCHMARK_EVENTS",
+            "T676053798813_",
+            "t676053798813_EVENTS",
+        ] {
+            assert!(!made_by_a_test_run(name), "{name}");
+        }
     }
 }
