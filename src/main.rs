@@ -129,7 +129,20 @@ fn parse_org(s: &str) -> Result<OrgId, String> {
         .map_err(|_| "must be a UUID".to_owned())
 }
 
-fn main() -> Result<()> {
+/// Runs the command; an error is printed as one line of causes, `Error: what: why`, and exits
+/// 1. (Returning it from `main` would print its Debug form, with a stack backtrace whenever
+/// `RUST_BACKTRACE` is set: noise for an operator.)
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     // The demo narrates on stdout; service logs would bury it, so it shows only warnings
     // (and not the NATS client's or the edge's reconnection attempts: it narrates the outage).
