@@ -129,9 +129,9 @@ fn parse_org(s: &str) -> Result<OrgId, String> {
         .map_err(|_| "must be a UUID".to_owned())
 }
 
-/// Runs the command; an error is printed as one line of causes, `Error: what: why`, and exits
-/// 1. (Returning it from `main` would print its Debug form, with a stack backtrace whenever
-/// `RUST_BACKTRACE` is set: noise for an operator.)
+/// Runs the command. A failed one prints its error as one line of causes (`Error: what: why`)
+/// and exits with status 1. Returning the error from `main` would print its Debug form, with
+/// a stack backtrace whenever `RUST_BACKTRACE` is set: noise for an operator.
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
