@@ -35,21 +35,31 @@ pub enum Origins {
 }
 
 /// The nodes' keys, each with the stream sequence of the registration that gave it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeKeys {
     keys: HashMap<Uuid, Vec<(u64, VerifyingKey)>>,
+    /// The subject prefix: an event must arrive on its envelope's own subject.
+    prefix: String,
 }
 
 impl NodeKeys {
+    /// No node registered yet, for events published under `prefix`.
+    pub fn new(prefix: &str) -> NodeKeys {
+        NodeKeys {
+            keys: HashMap::new(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
     /// The registrations the projectors recorded so far.
-    pub async fn load(pool: &PgPool) -> Result<NodeKeys, sqlx::Error> {
+    pub async fn load(pool: &PgPool, prefix: &str) -> Result<NodeKeys, sqlx::Error> {
         let rows: Vec<(Uuid, i64, String)> = sqlx::query_as(
             "SELECT node_id, stream_seq, public_key FROM projection.node_keys \
              ORDER BY node_id, stream_seq",
         )
         .fetch_all(pool)
         .await?;
-        let mut keys = NodeKeys::default();
+        let mut keys = NodeKeys::new(prefix);
         for (node, seq, text) in rows {
             match domain::values::NodePublicKey::parse(&text) {
                 Ok(key) => keys.learn(node, seq as u64, key.verifying_key()),
@@ -91,7 +101,13 @@ impl NodeKeys {
 
     /// Lets the events of registered nodes through, each verified against its node's
     /// registered key, and learns the keys registrations give; any other event becomes a
-    /// parked reading, with the reason. `readings` are a batch's, in stream order.
+    /// parked reading, with the reason. `readings` are a batch's, in stream order, each with
+    /// the subject it arrived on.
+    ///
+    /// An event must arrive on its envelope's own subject (`<prefix>.events.<org>.…`): the
+    /// server's permissions let an edge publish only on its hospital's subjects, so this is
+    /// what keeps an edge from recording for another organisation, or from announcing itself
+    /// with a central node's self-registration.
     ///
     /// Every event's hash is checked against its content, but a signature costs more than
     /// the rest of a projector's work on an event: of a node's events that follow each other
@@ -99,14 +115,14 @@ impl NodeKeys {
     /// checked, and it vouches for them all (each signed hash covers the one before). Only if
     /// it fails is each checked. Registrations are checked one by one, before anything
     /// relies on them.
-    pub fn check<'r>(&mut self, readings: impl IntoIterator<Item = &'r mut Reading>) {
+    pub fn check<'r>(&mut self, readings: impl IntoIterator<Item = (&'r str, &'r mut Reading)>) {
         struct Run {
             node: Uuid,
             key: VerifyingKey,
             members: Vec<usize>,
             last_hash: Hash,
         }
-        let mut readings: Vec<&mut Reading> = readings.into_iter().collect();
+        let (subjects, mut readings): (Vec<&str>, Vec<&mut Reading>) = readings.into_iter().unzip();
         let mut open: HashMap<Uuid, Run> = HashMap::new();
         let mut runs: Vec<Run> = Vec::new();
         let mut refusals: Vec<(usize, String)> = Vec::new();
@@ -116,6 +132,17 @@ impl NodeKeys {
             };
             let node = fact.envelope.origin.node_id.as_uuid();
             let seq = fact.stream_seq;
+            let own_subject = fact.envelope.subject(&self.prefix);
+            if subjects[i] != own_subject {
+                refusals.push((
+                    i,
+                    format!(
+                        "published on {}, but the event belongs on {own_subject}",
+                        subjects[i]
+                    ),
+                ));
+                continue;
+            }
             let Some(key) = self.key_for(node, seq, &fact.event) else {
                 refusals.push((i, not_registered(node)));
                 continue;
@@ -246,7 +273,7 @@ mod tests {
             SigningKey::from_bytes(&[2; 32]).verifying_key(),
         );
         let node = Uuid::now_v7();
-        let mut keys = NodeKeys::default();
+        let mut keys = NodeKeys::new("t");
         keys.learn(node, 10, second);
         keys.learn(node, 5, first);
         keys.learn(node, 5, second); // read again: the first reading stands

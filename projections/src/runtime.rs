@@ -210,7 +210,7 @@ impl<M: ReadModel> Projector<M> {
             done: checkpoint,
             held: BTreeSet::new(),
         };
-        let mut keys = match load_keys(&self.pool, self.config.origins).await {
+        let mut keys = match load_keys(&self.pool, &self.config).await {
             Ok(keys) => keys,
             Err(e) => return format!("reading the node keys: {e}"),
         };
@@ -557,14 +557,17 @@ impl<M: ReadModel> Applier for Projector<M> {
     }
 
     fn node_keys(&self) -> BoxFuture<'_, Result<Option<NodeKeys>, sqlx::Error>> {
-        load_keys(&self.pool, self.config.origins).boxed()
+        load_keys(&self.pool, &self.config).boxed()
     }
 }
 
 /// The registered nodes' keys, when only their events are applied.
-async fn load_keys(pool: &PgPool, origins: Origins) -> Result<Option<NodeKeys>, sqlx::Error> {
-    match origins {
-        Origins::Registered => NodeKeys::load(pool).await.map(Some),
+async fn load_keys(
+    pool: &PgPool,
+    config: &ProjectorConfig,
+) -> Result<Option<NodeKeys>, sqlx::Error> {
+    match config.origins {
+        Origins::Registered => NodeKeys::load(pool, config.names.prefix()).await.map(Some),
         Origins::Any => Ok(None),
     }
 }
@@ -619,7 +622,12 @@ impl ReadBatch {
             });
         }
         if let Some(keys) = keys {
-            keys.check(entries.iter_mut().filter_map(|e| e.reading.as_mut()));
+            keys.check(
+                messages
+                    .iter()
+                    .zip(entries.iter_mut())
+                    .filter_map(|(m, e)| Some((m.subject.as_str(), e.reading.as_mut()?))),
+            );
         }
         let mut nodes: Vec<Uuid> = entries
             .iter()

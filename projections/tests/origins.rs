@@ -130,20 +130,28 @@ async fn only_registered_nodes_events_with_their_registered_key_are_applied() {
     db.drop().await;
 }
 
-/// Readings of `envelopes` as a projector's reader makes them, stream sequences from 1.
-fn readings(envelopes: &[Envelope]) -> Vec<Reading> {
+/// Readings of `envelopes` as a projector's reader makes them, stream sequences from 1, each
+/// with the subject it was published on (its own, under the prefix `t`).
+fn readings(envelopes: &[Envelope]) -> Vec<(String, Reading)> {
     envelopes
         .iter()
         .enumerate()
-        .map(|(i, e)| read(i as u64 + 1, &serde_json::to_vec(e).unwrap()))
+        .map(|(i, e)| {
+            let body = serde_json::to_vec(e).unwrap();
+            (e.subject("t"), read(i as u64 + 1, &body))
+        })
         .collect()
 }
 
-fn refused(readings: &[Reading]) -> Vec<usize> {
+fn check(readings: &mut [(String, Reading)]) {
+    NodeKeys::new("t").check(readings.iter_mut().map(|(s, r)| (s.as_str(), r)));
+}
+
+fn refused(readings: &[(String, Reading)]) -> Vec<usize> {
     readings
         .iter()
         .enumerate()
-        .filter(|(_, r)| !matches!(r, Reading::Event(_)))
+        .filter(|(_, (_, r))| !matches!(r, Reading::Event(_)))
         .map(|(i, _)| i)
         .collect()
 }
@@ -161,16 +169,16 @@ fn one_signature_vouches_for_a_chained_run_and_a_bad_one_is_found_alone() {
     ];
     history.extend((0..4).map(|i| hospital(&mut a, &format!("A {i}"))));
     let mut good = readings(&history);
-    NodeKeys::default().check(good.iter_mut());
+    check(&mut good);
     assert_eq!(refused(&good), Vec::<usize>::new());
 
     // The last event of a's run carries another event's signature: it alone is refused.
     let mut forged = history.clone();
     forged[5].signature = forged[4].signature;
     let mut checked = readings(&forged);
-    NodeKeys::default().check(checked.iter_mut());
+    check(&mut checked);
     assert_eq!(refused(&checked), [5]);
-    match &checked[5] {
+    match &checked[5].1 {
         Reading::UnreadableEvent { reason, .. } => {
             assert!(reason.contains("signature"), "{reason}")
         }
@@ -181,7 +189,7 @@ fn one_signature_vouches_for_a_chained_run_and_a_bad_one_is_found_alone() {
     let mut changed = history.clone();
     changed[3].payload["name"] = "Changed".into();
     let mut checked = readings(&changed);
-    NodeKeys::default().check(checked.iter_mut());
+    check(&mut checked);
     assert_eq!(refused(&checked), [3]);
 
     // A registration not signed by a registered node teaches nothing: its node stays unknown.
@@ -193,6 +201,25 @@ fn one_signature_vouches_for_a_chained_run_and_a_bad_one_is_found_alone() {
         hospital(&mut b, "B"),
     ];
     let mut checked = readings(&rogue);
-    NodeKeys::default().check(checked.iter_mut());
+    check(&mut checked);
     assert_eq!(refused(&checked), [1, 2]);
+
+    // A node that announces itself as a central node from a hospital's subjects (the only
+    // ones an edge may publish on) teaches nothing either.
+    let mut rogue_central = Recorder::new();
+    let announced = rogue_central.record(Event::CentralNodeRegistered(CentralNodeRegistered {
+        node_id: rogue_central.node,
+        public_key: NodePublicKey::from_verifying_key(&rogue_central.key.verifying_key()),
+    }));
+    let after = hospital(&mut rogue_central, "Rogue");
+    let mut checked = readings(&[announced, after]);
+    checked[0].0 = checked[1].0.clone();
+    check(&mut checked);
+    assert_eq!(refused(&checked), [0, 1]);
+    match &checked[0].1 {
+        Reading::UnreadableEvent { reason, .. } => {
+            assert!(reason.contains("published on"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
