@@ -26,6 +26,14 @@ pub struct CommandArgs {
     /// Whether admins and insurers must enrol in TOTP before they act (`false` for development).
     #[arg(long, env = "HMS_REQUIRE_MFA", default_value_t = true, action = clap::ArgAction::Set)]
     require_mfa: bool,
+    /// Seconds a lease (this node's chain, the reconciler) outlives its last renewal: how long a
+    /// standby instance waits to take over from a killed one. Fixed by the first process to
+    /// make the leases bucket of this prefix.
+    #[arg(long, env = "HMS_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// Fault injection for tests: abort when a batch needs filling, before it is filled.
+    #[arg(long, env = "HMS_FAULT_CRASH_BEFORE_FILL", default_value_t = false, hide = true, action = clap::ArgAction::Set)]
+    fault_crash_before_fill: bool,
 }
 
 impl CommandArgs {
@@ -43,6 +51,11 @@ impl CommandArgs {
         config.token_ttl = Duration::from_secs(self.token_ttl_seconds);
         config.bootstrap_admin_password = self.bootstrap_admin_password.clone();
         config.require_mfa = self.require_mfa;
+        if !(3..=300).contains(&self.lease_seconds) {
+            bail!("HMS_LEASE_SECONDS must be between 3 and 300");
+        }
+        config.lease_ttl = Duration::from_secs(self.lease_seconds);
+        config.crash_before_fill = self.fault_crash_before_fill;
         Ok(config)
     }
 }
@@ -51,9 +64,15 @@ pub fn run(args: CommandArgs) -> Result<()> {
     let config = args.config()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let running = command_service::start(config)
-            .await
-            .context("starting the command service")?;
+        // Start-up may wait for this node's lease (another instance holds it): Ctrl-C stops
+        // the wait too.
+        let running = tokio::select! {
+            running = command_service::start(config) => running.context("starting the command service")?,
+            _ = crate::shutdown_signal() => {
+                tracing::info!("stopped before the command service started");
+                return Ok(());
+            }
+        };
         tracing::info!(addr = %running.addr, "command service running; Ctrl-C stops it");
         crate::shutdown_signal().await;
         running.stop().await;

@@ -23,6 +23,7 @@ fn start(dir: &Path, port: u16, prefix: &str) -> Child {
         .env("HMS_COMMAND_LISTEN", format!("127.0.0.1:{port}"))
         .env("HMS_SUBJECT_PREFIX", prefix)
         .env("HMS_REQUIRE_MFA", "false")
+        .env("HMS_LEASE_SECONDS", "3")
         .env("RUST_LOG", "warn")
         .env_remove("HMS_JWT_PRIVATE_KEY")
         .env_remove("HMS_JWT_PUBLIC_KEY")

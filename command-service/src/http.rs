@@ -239,6 +239,11 @@ async fn record_command(
 
 async fn readyz(State(shared): State<Shared>) -> Result<Json<Value>, ApiError> {
     require_nats(&shared)?;
+    if !shared.writer.writing() {
+        return Err(ApiError::Unavailable(
+            "the writer does not hold its chain now (it is taking its lease and reading the history)".into(),
+        ));
+    }
     let known = shared.known.read().expect("known");
     Ok(Json(json!({
         "status": "ready",

@@ -122,6 +122,21 @@ impl Known {
         self.head
     }
 
+    /// The `node_seq`s of `node` missing below the highest one folded (at most `limit`): holes
+    /// in its chain as the stream holds it.
+    pub fn gaps(&self, node: NodeId, limit: usize) -> Vec<u64> {
+        let Some(seen) = self.nodes.get(&node) else {
+            return Vec::new();
+        };
+        let Some(&highest) = seen.ahead.last() else {
+            return Vec::new();
+        };
+        (seen.contiguous + 1..highest)
+            .filter(|seq| !seen.ahead.contains(seq))
+            .take(limit)
+            .collect()
+    }
+
     pub fn stream_seq(&self) -> u64 {
         self.stream_seq
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod follower;
 pub mod http;
 pub mod known;
+pub mod lease;
 pub mod limits;
 pub mod reconciler;
 pub mod writer;
@@ -49,6 +50,11 @@ pub struct Config {
     /// Sign-in attempts allowed per username and per address within `login_window`.
     pub login_attempts: (u32, u32),
     pub login_window: Duration,
+    /// How long a lease outlives its last renewal ([`lease`]): how long a standby waits to take
+    /// over from a killed instance. Fixed by the first process to make the leases bucket.
+    pub lease_ttl: Duration,
+    /// Fault injection for tests: abort when a batch needs filling, before it is filled.
+    pub crash_before_fill: bool,
 }
 
 impl Config {
@@ -66,6 +72,8 @@ impl Config {
             require_mfa: true,
             login_attempts: (limits::PER_USER, limits::PER_ADDRESS),
             login_window: limits::WINDOW,
+            lease_ttl: streams::DEFAULT_LEASE_TTL,
+            crash_before_fill: false,
         }
     }
 }
@@ -105,6 +113,11 @@ pub struct Metrics {
     pub sign_ins: platform::metrics::commands::SignInMetrics,
 }
 
+/// Waits until `flag` turns true (or its sender is gone).
+pub(crate) async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|f| *f).await;
+}
+
 /// The service's node: its id is derived from its key, so the key file is its whole identity.
 pub fn node_identity(data_dir: &std::path::Path) -> anyhow::Result<(NodeId, SigningKey)> {
     let path = data_dir.join(NODE_KEY_FILE);
@@ -130,14 +143,32 @@ pub struct Running {
     /// Whether this start created the bootstrap admin (the history had none).
     pub admin_created: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The writer's and the reconciler's tasks: asked to stop, they give their leases up.
+    leaseholders: Vec<tokio::task::JoinHandle<()>>,
+    stop_reconciler: tokio::sync::watch::Sender<bool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Running {
-    /// Stops listening and every task.
+    /// Stops listening and every task; the writer finishes its batch and, with the reconciler,
+    /// gives its lease up, so the next instance takes over at once.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        self.shared.writer.stop();
+        let _ = self.stop_reconciler.send(true);
+        for task in self.leaseholders.drain(..) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "a task did not stop within 10 s; stopped without its lease given up"
+                );
+                abort.abort();
+            }
         }
         for task in self.tasks.drain(..) {
             task.abort();
@@ -185,6 +216,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     streams::ensure_events_stream(&js, &config.names, streams::DEFAULT_DUPLICATE_WINDOW)
         .await
         .context("the events stream")?;
+    let leases = lease::Leases::open(&js, &config.names, config.lease_ttl).await?;
+    let journal = streams::ensure_bucket(&js, streams::journal_bucket_config(&config.names))
+        .await
+        .context("the writer's journal bucket")?;
 
     let known = Arc::new(RwLock::new(Known::new(node_id)));
     let progress = Arc::new(follower::Progress::default());
@@ -197,10 +232,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         progress.clone(),
         Some(on_event),
     )));
-    follower::caught_up(&js, &config.names, &progress)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("reading the history")?;
 
     publish_trust(&js, &config.names, &keys).await?;
 
@@ -208,17 +239,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         js: js.clone(),
         names: config.names.clone(),
         known: known.clone(),
+        follower: progress.clone(),
         node_id,
         key: node_key,
+        leases: leases.clone(),
+        journal,
+        crash_before_fill: config.crash_before_fill,
     });
-    tasks.push(writer_task);
+    // Only the holder of this node's lease writes its chain: a second instance started with
+    // the same key waits here, as a standby.
+    writer.until_writing().await;
+    let mut leaseholders = vec![writer_task];
     let reconciled = Arc::new(reconciler::Progress::default());
-    tasks.push(tokio::spawn(reconciler::run(
-        js.clone(),
-        config.names.clone(),
-        node_id,
-        writer.clone(),
+    let (stop_reconciler, reconciler_stopping) = tokio::sync::watch::channel(false);
+    leaseholders.push(tokio::spawn(reconciler::run(
+        reconciler::Parts {
+            js: js.clone(),
+            names: config.names.clone(),
+            own_node: node_id,
+            writer: writer.clone(),
+            leases,
+        },
         reconciled.clone(),
+        reconciler_stopping,
     )));
     let shared = Arc::new(Services {
         writer,
@@ -268,6 +311,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shared,
         admin_created,
         tasks,
+        leaseholders,
+        stop_reconciler,
         shutdown: Some(shutdown),
     })
 }

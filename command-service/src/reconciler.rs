@@ -12,6 +12,7 @@
 //! nothing.
 
 use crate::known::Known;
+use crate::lease::{Lease, Leases};
 use crate::writer::{Facts, Reply, Writer};
 use domain::envelope::{self, Envelope};
 use domain::event::Event;
@@ -23,6 +24,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// The user id the reconciler's answers are recorded under.
@@ -46,29 +48,54 @@ pub struct Progress {
     pub answers: AtomicU64,
 }
 
-/// Runs until the task is dropped.
-pub async fn run(
-    js: async_nats::jetstream::Context,
-    names: Names,
-    own_node: NodeId,
-    writer: Writer,
-    progress: Arc<Progress>,
-) {
+/// What the reconciler needs.
+#[derive(Debug)]
+pub struct Parts {
+    pub js: async_nats::jetstream::Context,
+    pub names: Names,
+    pub own_node: NodeId,
+    pub writer: Writer,
+    pub leases: Leases,
+}
+
+/// The lease only one reconciler holds at a time.
+pub const LEASE: &str = "reconciler";
+
+/// Runs while this process holds the reconciler's lease (waiting for it while another process
+/// holds it), until `stopping` turns true: then it gives the lease up.
+pub async fn run(parts: Parts, progress: Arc<Progress>, mut stopping: watch::Receiver<bool>) {
     let mut state = State {
-        known: Known::new(own_node),
+        known: Known::new(parts.own_node),
         folded_ahead: HashSet::new(),
     };
-    let mut failures = 0u32;
-    loop {
-        let from = progress.read.load(Ordering::Relaxed) + 1;
-        match judge_from(&js, &names, from, &mut state, &writer, &progress).await {
-            Ok(()) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(from, "the reconciler stopped reading: {e}");
+    'acquire: loop {
+        let mut lease = tokio::select! {
+            lease = parts.leases.acquire(LEASE) => lease,
+            _ = crate::until_true(&mut stopping) => return,
+        };
+        tracing::info!("this process reconciles");
+        let mut failures = 0u32;
+        loop {
+            let from = progress.read.load(Ordering::Relaxed) + 1;
+            let judged = tokio::select! {
+                judged = judge_from(&parts, from, &mut state, &mut lease, &progress) => judged,
+                _ = crate::until_true(&mut stopping) => {
+                    lease.release().await;
+                    return;
+                }
+            };
+            match judged {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(from, "the reconciler stopped reading: {e}");
+                }
             }
+            if lease.lost() {
+                continue 'acquire;
+            }
+            tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(5))).await;
         }
-        tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(5))).await;
     }
 }
 
@@ -79,19 +106,29 @@ struct State {
 }
 
 async fn judge_from(
-    js: &async_nats::jetstream::Context,
-    names: &Names,
+    parts: &Parts,
     from: u64,
     state: &mut State,
-    writer: &Writer,
+    lease: &mut Lease,
     progress: &Progress,
 ) -> Result<(), String> {
-    let mut messages = crate::follower::read_from(js, names, from).await?;
+    let mut messages = crate::follower::read_from(&parts.js, &parts.names, from).await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
         let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
         if let Some(facts) = judge(state, seq, &message.payload) {
-            append(writer, facts, progress).await;
+            if !lease.wait_held().await {
+                // Another process reconciles now; this answer is its to give. The state
+                // already folded it, so this process reads from the start if it reconciles
+                // again.
+                *state = State {
+                    known: Known::new(parts.own_node),
+                    folded_ahead: HashSet::new(),
+                };
+                progress.read.store(0, Ordering::Relaxed);
+                return Err("the reconciler's lease was lost".into());
+            }
+            append(&parts.writer, facts, progress).await;
         }
         progress.read.store(seq, Ordering::Relaxed);
     }

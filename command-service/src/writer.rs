@@ -17,9 +17,24 @@
 //! A write whose outcome is unknown (a timeout, a lost connection) is sent again, same
 //! `Nats-Msg-Id` and same check, until JetStream answers: its duplicate detection (or, past its
 //! window, the subject's last message) says whether it was stored.
+//!
+//! Two guards keep the chain whole beyond one process's life:
+//! - **the journal**: each batch, once sealed, is written to the journal bucket (one entry per
+//!   node, replaced by the next batch) before any of it is published. A process killed between
+//!   a refusal and its filling leaves a hole only the journal can fill: the next writer of the
+//!   chain (this process restarted, or a standby) stores the missing events from it before
+//!   anything else. Events the journal holds past the chain's stored head were never answered
+//!   and are dropped.
+//! - **the lease** (`node_<id>`, [`crate::lease`]): only one process writes a node's chain. The
+//!   writer acts only while it holds the lease; it takes it (waiting while another process holds
+//!   it), reads the history up to the stream's end, fills from the journal, and only then takes
+//!   the chain's head. Losing the lease mid-batch abandons the batch (its commands get 503; a
+//!   retry with the same `command_id` finds what was stored) and starts that again.
 
 use crate::known::{ChainHead, Known, Overlay};
+use crate::lease::{Lease, Leases};
 use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::kv;
 use domain::command::{Actor, CommandMeta};
 use domain::envelope::{self, Envelope, EnvelopeDraft, Hash, Origin, Recording};
 use domain::event::{AggregateRef, Event};
@@ -33,7 +48,7 @@ use platform::streams::Names;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 /// The most commands decided and published together.
@@ -99,9 +114,29 @@ impl Job {
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     batch_sizes: Arc<Histogram>,
+    /// Whether the writer holds its chain's lease and has taken the chain's head.
+    writing: watch::Receiver<bool>,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Writer {
+    /// Whether the writer is writing now (it holds the chain's lease and its head).
+    pub fn writing(&self) -> bool {
+        *self.writing.borrow()
+    }
+
+    /// Waits until the writer writes: it has the lease, the history is read and the journal
+    /// filled in.
+    pub async fn until_writing(&self) {
+        let mut writing = self.writing.clone();
+        let _ = writing.wait_for(|w| *w).await;
+    }
+
+    /// Asks the writer to stop after its current batch and to give its lease up.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// How many jobs (commands, and the service's own facts) each batch decided and appended
     /// together.
     pub fn batch_sizes(&self) -> &Histogram {
@@ -135,18 +170,39 @@ pub struct WriterParts {
     pub js: async_nats::jetstream::Context,
     pub names: Names,
     pub known: Arc<RwLock<Known>>,
+    /// Where the follower that keeps `known` is (the writer waits for it to reach the stream's
+    /// end before it takes the chain's head).
+    pub follower: Arc<crate::follower::Progress>,
     pub node_id: NodeId,
     pub key: SigningKey,
+    pub leases: Leases,
+    pub journal: kv::Store,
+    /// Fault injection for tests: abort the process when a batch needs filling, before it is
+    /// filled (`HMS_FAULT_CRASH_BEFORE_FILL`).
+    pub crash_before_fill: bool,
 }
 
-/// Starts the writer task. The chain continues from what `known` holds, so `known` must have
-/// caught up with the stream first.
+/// Starts the writer task; it writes once it holds its chain's lease ([`Writer::until_writing`]).
 pub fn start(parts: WriterParts) -> (Writer, tokio::task::JoinHandle<()>) {
     let (jobs, queue) = mpsc::channel(QUEUE);
-    let head = parts.known.read().expect("known").head();
     let batch_sizes = Arc::new(Histogram::new(&Buckets::SIZES));
-    let task = tokio::spawn(run(parts, head, queue, batch_sizes.clone()));
-    (Writer { jobs, batch_sizes }, task)
+    let (writing_tx, writing) = watch::channel(false);
+    let (stop, stopping) = watch::channel(false);
+    let task = tokio::spawn(run(parts, queue, batch_sizes.clone(), writing_tx, stopping));
+    (
+        Writer {
+            jobs,
+            batch_sizes,
+            writing,
+            stop: Arc::new(stop),
+        },
+        task,
+    )
+}
+
+/// The lease's name for writing `node`'s chain.
+pub fn lease_name(node: NodeId) -> String {
+    format!("node_{node}")
 }
 
 /// A job with its attempts so far.
@@ -158,39 +214,179 @@ struct Waiting {
 
 async fn run(
     parts: WriterParts,
-    mut head: Option<ChainHead>,
     mut queue: mpsc::Receiver<Job>,
     batch_sizes: Arc<Histogram>,
+    writing: watch::Sender<bool>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut retry: VecDeque<Waiting> = VecDeque::new();
-    loop {
-        let mut batch: Vec<Waiting> = Vec::new();
-        while batch.len() < MAX_BATCH {
-            let Some(waiting) = retry.pop_front() else {
-                break;
-            };
-            batch.push(waiting);
+    let mut kept: Option<Lease> = None;
+    'regain: loop {
+        let _ = writing.send(false);
+        for waiting in retry.drain(..) {
+            answer(waiting.job, Reply::Unavailable(NOT_WRITING.into()));
         }
-        if batch.is_empty() {
-            match queue.recv().await {
-                Some(job) => batch.push(Waiting { job, attempts: 0 }),
-                None => break,
+        let Some((lease, mut head)) = regain(&parts, kept.take(), &mut queue, &mut stopping).await
+        else {
+            break 'regain;
+        };
+        let _ = writing.send(true);
+        loop {
+            let mut batch: Vec<Waiting> = Vec::new();
+            while batch.len() < MAX_BATCH {
+                let Some(waiting) = retry.pop_front() else {
+                    break;
+                };
+                batch.push(waiting);
+            }
+            if batch.is_empty() {
+                tokio::select! {
+                    job = queue.recv() => match job {
+                        Some(job) => batch.push(Waiting { job, attempts: 0 }),
+                        None => {
+                            lease.release().await;
+                            break 'regain;
+                        }
+                    },
+                    _ = crate::until_true(&mut stopping) => {
+                        lease.release().await;
+                        break 'regain;
+                    }
+                }
+            }
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(Waiting { job, attempts: 0 }),
+                    Err(_) => break,
+                }
+            }
+            batch_sizes.observe(batch.len() as u64);
+            match write_batch(&parts, &lease, &mut head, batch).await {
+                Written::Done(again) => retry.extend(again),
+                Written::Abandoned(again) => {
+                    retry.extend(again);
+                    tracing::warn!(
+                        "the writer's lease is not renewed; it takes the lease and the chain again"
+                    );
+                    kept = Some(lease);
+                    continue 'regain;
+                }
+            }
+            if !lease.held() {
+                kept = Some(lease);
+                continue 'regain;
             }
         }
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(Waiting { job, attempts: 0 }),
-                Err(_) => break,
-            }
-        }
-        batch_sizes.observe(batch.len() as u64);
-        let again = write_batch(&parts, &mut head, batch).await;
-        retry.extend(again);
     }
-    tracing::info!(
-        node_seq = head.map(|h| h.node_seq),
-        "central writer stopped"
-    );
+    let _ = writing.send(false);
+    tracing::info!("central writer stopped");
+}
+
+const NOT_WRITING: &str = "the command service is not writing now: it is waiting for its chain's lease (another instance may hold it) or for the history; nothing was recorded, try again";
+
+/// Takes the chain's lease (or waits for `kept` to be renewed, unless it is lost), answering
+/// 503 to commands meanwhile; reads the history to its end, stores what the journal holds
+/// inside the chain's stored part, and returns the chain's head. `None` if the writer is asked
+/// to stop first.
+async fn regain(
+    parts: &WriterParts,
+    kept: Option<Lease>,
+    queue: &mut mpsc::Receiver<Job>,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<(Lease, Option<ChainHead>)> {
+    let name = lease_name(parts.node_id);
+    let work = async {
+        let mut lease = match kept {
+            Some(lease) => lease,
+            None => parts.leases.acquire(&name).await,
+        };
+        let mut failures = 0u32;
+        loop {
+            if !lease.wait_held().await {
+                lease = parts.leases.acquire(&name).await;
+                continue;
+            }
+            match take_chain(parts, &lease).await {
+                Ok(head) => {
+                    tracing::info!(node_id = %parts.node_id, node_seq = head.map(|h| h.node_seq),
+                        "the central writer holds its chain");
+                    return (lease, head);
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!("the central writer cannot take its chain yet: {e}");
+                    tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(5)))
+                        .await;
+                }
+            }
+        }
+    };
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            taken = &mut work => return Some(taken),
+            job = queue.recv() => match job {
+                Some(job) => answer(job, Reply::Unavailable(NOT_WRITING.into())),
+                None => return None,
+            },
+            _ = crate::until_true(stopping) => return None,
+        }
+    }
+}
+
+/// With the lease held: reads the history to its end, fills the chain's holes from the journal,
+/// and answers the chain's head.
+async fn take_chain(parts: &WriterParts, lease: &Lease) -> Result<Option<ChainHead>, String> {
+    crate::follower::caught_up(&parts.js, &parts.names, &parts.follower).await?;
+    let journaled = parts
+        .journal
+        .get(parts.node_id.to_string())
+        .await
+        .map_err(|e| format!("reading the journal: {e}"))?;
+    let gaps = parts
+        .known
+        .read()
+        .expect("known")
+        .gaps(parts.node_id, 100_000);
+    if !gaps.is_empty() {
+        let sealed: Vec<Envelope> = match &journaled {
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map_err(|e| format!("the journal cannot be read: {e}"))?,
+            None => Vec::new(),
+        };
+        let mut missing: Vec<Outgoing> = Vec::new();
+        for envelope in sealed {
+            if gaps.contains(&envelope.origin.node_seq) && envelope.origin.node_id == parts.node_id
+            {
+                let event = envelope
+                    .event()
+                    .map_err(|e| format!("a journaled event cannot be read: {e}"))?;
+                missing.push(Outgoing::of(envelope, event, &parts.names, None, None));
+            }
+        }
+        tracing::warn!(
+            holes = gaps.len(),
+            from_journal = missing.len(),
+            "this chain has holes a crash left; storing them from the journal"
+        );
+        let mut outcomes = vec![Outcome::Refused; missing.len()];
+        let which: Vec<usize> = (0..missing.len()).collect();
+        if !fill(parts, lease, &missing, &mut outcomes, &which).await {
+            return Err("the lease was lost while filling the chain".into());
+        }
+        let mut known = parts.known.write().expect("known");
+        for (o, outcome) in missing.iter().zip(&outcomes) {
+            if let Outcome::Stored(seq) = outcome {
+                known.fold(&o.envelope, &o.event, *seq);
+            }
+        }
+        let left = known.gaps(parts.node_id, 10);
+        if !left.is_empty() {
+            tracing::error!(node_seqs = ?left,
+                "this chain has holes the journal cannot fill; the audit will show them");
+        }
+    }
+    Ok(parts.known.read().expect("known").head())
 }
 
 /// One job's part of a batch.
@@ -198,6 +394,14 @@ struct Unit {
     waiting: Waiting,
     /// Indexes into the batch's envelopes.
     events: std::ops::Range<usize>,
+}
+
+/// What became of a batch.
+enum Written {
+    /// Answered; these jobs are decided again.
+    Done(Vec<Waiting>),
+    /// The lease went before the batch was settled: the writer must take its chain again.
+    Abandoned(Vec<Waiting>),
 }
 
 /// One sealed event ready to append.
@@ -213,6 +417,27 @@ struct Outgoing {
     traceparent: Option<String>,
 }
 
+impl Outgoing {
+    fn of(
+        envelope: Envelope,
+        event: Event,
+        names: &Names,
+        expected: Option<u64>,
+        traceparent: Option<String>,
+    ) -> Outgoing {
+        let subject = envelope.subject(names.prefix());
+        let body = serde_json::to_vec(&envelope).expect("an envelope serialises");
+        Outgoing {
+            envelope,
+            event,
+            subject,
+            body: body.into(),
+            expected,
+            traceparent,
+        }
+    }
+}
+
 /// What JetStream said about one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -226,9 +451,10 @@ enum Outcome {
 /// Decides, seals, appends and answers one batch; returns the jobs to decide again.
 async fn write_batch(
     parts: &WriterParts,
+    lease: &Lease,
     head: &mut Option<ChainHead>,
     batch: Vec<Waiting>,
-) -> Vec<Waiting> {
+) -> Written {
     let mut units: Vec<Unit> = Vec::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
     let mut deferred: Vec<Waiting> = Vec::new();
@@ -238,8 +464,14 @@ async fn write_batch(
         let mut touched: HashSet<AggregateRef> = HashSet::new();
         let mut in_batch: HashMap<CommandId, usize> = HashMap::new();
         let mut chain = *head;
+        let mut bytes = 0usize;
         for waiting in batch {
             let command_id = waiting.job.command_id();
+            if bytes > JOURNAL_BUDGET {
+                // The journal holds one batch in one message: the rest goes in the next batch.
+                deferred.push(waiting);
+                continue;
+            }
             if let Some(first) = known.command(command_id) {
                 answer(waiting.job, Reply::AlreadyRecorded(first.clone()));
                 continue;
@@ -299,16 +531,13 @@ async fn write_batch(
                 match draft.seal(&parts.key) {
                     Ok(envelope) => {
                         chain = Some(ChainHead::of(&envelope));
-                        let subject = envelope.subject(parts.names.prefix());
-                        let body = serde_json::to_vec(&envelope).expect("an envelope serialises");
-                        sealed.push(Outgoing {
+                        sealed.push(Outgoing::of(
                             envelope,
-                            event: event.clone(),
-                            subject,
-                            body: body.into(),
+                            event.clone(),
+                            &parts.names,
                             expected,
-                            traceparent: decided.traceparent.clone(),
-                        });
+                            decided.traceparent.clone(),
+                        ));
                     }
                     Err(e) => {
                         failed = Some(e);
@@ -332,6 +561,7 @@ async fn write_batch(
             }
             touched.extend(aggregates);
             in_batch.insert(command_id, units.len());
+            bytes += sealed.iter().map(|o| o.body.len() + 1).sum::<usize>();
             outgoing.extend(sealed);
             units.push(Unit {
                 waiting,
@@ -340,11 +570,31 @@ async fn write_batch(
         }
     }
     if outgoing.is_empty() {
-        return deferred;
+        return Written::Done(deferred);
+    }
+    if !lease.held() {
+        // Nothing of this batch is out: its commands get 503 while the chain is taken again.
+        let mut again = deferred;
+        again.extend(units.into_iter().map(|u| u.waiting));
+        return Written::Abandoned(again);
+    }
+    if let Err(e) = journal(parts, &outgoing).await {
+        tracing::warn!("the batch cannot be journaled, so nothing of it is published: {e}");
+        for unit in units {
+            answer(
+                unit.waiting.job,
+                Reply::Unavailable(format!(
+                    "JetStream did not store the writer's journal: {e}; nothing was recorded"
+                )),
+            );
+        }
+        return Written::Done(deferred);
     }
 
     let mut outcomes = publish(&parts.js, &outgoing, true).await;
-    resolve_unknown(parts, &outgoing, &mut outcomes).await;
+    if !resolve_unknown(parts, lease, &outgoing, &mut outcomes).await {
+        return abandon(units, &outcomes, deferred);
+    }
 
     // Every refused event behind which a later event was stored must be stored too.
     let last_stored = outcomes
@@ -378,7 +628,13 @@ async fn write_batch(
             events = must_fill.len(),
             "events refused by a concurrent write are stored anyway, to keep the chain whole; the reconciler judges them"
         );
-        fill(parts, &outgoing, &mut outcomes, &must_fill).await;
+        if parts.crash_before_fill {
+            tracing::error!("HMS_FAULT_CRASH_BEFORE_FILL: aborting before the chain is filled");
+            std::process::abort();
+        }
+        if !fill(parts, lease, &outgoing, &mut outcomes, &must_fill).await {
+            return abandon(units, &outcomes, deferred);
+        }
     }
 
     // The chain ends with the last stored event; those after it are decided again.
@@ -432,7 +688,56 @@ async fn write_batch(
             .collect();
         catch_up(parts, &refused).await;
     }
-    again
+    Written::Done(again)
+}
+
+/// The most bytes of events one batch seals; past it, the rest waits for the next batch (one
+/// command's events stay far below what is left).
+const JOURNAL_BUDGET: usize = platform::streams::JOURNAL_MAX_BYTES - 256 * 1024;
+
+/// Writes the sealed batch to the journal: a JSON array of its envelopes.
+async fn journal(parts: &WriterParts, outgoing: &[Outgoing]) -> Result<(), String> {
+    let mut value =
+        Vec::with_capacity(outgoing.iter().map(|o| o.body.len() + 1).sum::<usize>() + 1);
+    value.push(b'[');
+    for (i, o) in outgoing.iter().enumerate() {
+        if i > 0 {
+            value.push(b',');
+        }
+        value.extend_from_slice(&o.body);
+    }
+    value.push(b']');
+    parts
+        .journal
+        .put(parts.node_id.to_string(), value.into())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Answers a batch given up when the lease went: commands whose events are all stored are
+/// recorded; the others may be, so they get 503 (sent again with the same `command_id`, they
+/// find what was stored). The next holder of the chain fills its holes from the journal.
+fn abandon(units: Vec<Unit>, outcomes: &[Outcome], deferred: Vec<Waiting>) -> Written {
+    tracing::warn!("the writer's lease went while a batch was not settled; it is given up");
+    for unit in units {
+        let stored = unit
+            .events
+            .clone()
+            .all(|i| matches!(outcomes[i], Outcome::Stored(_)));
+        let reply = if stored {
+            // Its events are in the stream; the follower folds them.
+            Reply::Unavailable(
+                "the command service lost its lease; the command was stored: send it again with the same command_id for its result".into(),
+            )
+        } else {
+            Reply::Unavailable(
+                "the command service lost its lease before JetStream confirmed the command; send it again with the same command_id".into(),
+            )
+        };
+        answer(unit.waiting.job, reply);
+    }
+    Written::Abandoned(deferred)
 }
 
 /// A decided job, ready to seal.
@@ -539,17 +844,25 @@ async fn publish(
 /// Sends again every event whose outcome is unknown, same id and same check, until JetStream
 /// answers for each. A refusal of a re-send may mean the first send was stored (past the
 /// duplicate window): the subject's last message says.
-async fn resolve_unknown(parts: &WriterParts, outgoing: &[Outgoing], outcomes: &mut [Outcome]) {
+async fn resolve_unknown(
+    parts: &WriterParts,
+    lease: &Lease,
+    outgoing: &[Outgoing],
+    outcomes: &mut [Outcome],
+) -> bool {
     let mut failures = 0u32;
     loop {
         let unknown: Vec<usize> = (0..outgoing.len())
             .filter(|&i| outcomes[i] == Outcome::Unknown)
             .collect();
         if unknown.is_empty() {
-            return;
+            return true;
         }
         failures += 1;
         tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(2))).await;
+        if !lease.held() {
+            return false;
+        }
         let resend: Vec<Outgoing> = unknown.iter().map(|&i| outgoing[i].clone()).collect();
         let again = publish(&parts.js, &resend, true).await;
         for (&i, outcome) in unknown.iter().zip(again) {
@@ -570,16 +883,21 @@ async fn resolve_unknown(parts: &WriterParts, outgoing: &[Outgoing], outcomes: &
     }
 }
 
-/// Stores refused events without the check (see the module doc), until each is stored.
+/// Stores refused events without the check (see the module doc), until each is stored; false
+/// if the lease went first.
 async fn fill(
     parts: &WriterParts,
+    lease: &Lease,
     outgoing: &[Outgoing],
     outcomes: &mut [Outcome],
     which: &[usize],
-) {
+) -> bool {
     let mut failures = 0u32;
     let mut left: Vec<usize> = which.to_vec();
     while !left.is_empty() {
+        if !lease.held() {
+            return false;
+        }
         let resend: Vec<Outgoing> = left.iter().map(|&i| outgoing[i].clone()).collect();
         let again = publish(&parts.js, &resend, false).await;
         let mut still = Vec::new();
@@ -595,6 +913,7 @@ async fn fill(
             tokio::time::sleep(platform::retry::backoff(failures, Duration::from_secs(2))).await;
         }
     }
+    true
 }
 
 /// The stream sequence of `o` if it is its subject's last message.

@@ -10,6 +10,8 @@ use std::time::Duration;
 /// (each id costs server memory); re-sends beyond it are dropped downstream by `(node_id,
 /// node_seq)` (ARCHITECTURE.md).
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a command service's lease outlives its last renewal.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -93,6 +95,20 @@ impl Names {
     /// token-verifying key (SPKI PEM), so a site verifies central tokens offline.
     pub fn trust_bucket(&self) -> String {
         format!("{}_TRUST", self.upper())
+    }
+
+    /// `HMS_LEASES`: KV bucket of the command service's leases, key = what is held (`node_<id>`
+    /// for the writer of one central node's chain, `reconciler`), value = the holder. An entry
+    /// no one renews disappears after the bucket's `max_age`.
+    pub fn leases_bucket(&self) -> String {
+        format!("{}_LEASES", self.upper())
+    }
+
+    /// `HMS_JOURNAL`: KV bucket, key = central node id, value = the last batch that node's writer
+    /// sealed, written before any of it is published, so a restart can store what a crash left
+    /// missing inside the chain.
+    pub fn journal_bucket(&self) -> String {
+        format!("{}_JOURNAL", self.upper())
     }
 
     /// The durable consumer through which an edge receives one feed (`org`, `plans`, ...).
@@ -315,6 +331,31 @@ pub fn trust_bucket_config(names: &Names) -> stream::Config {
         names.trust_bucket(),
         "Public keys edges trust: jwt = the central token-verifying key (SPKI PEM)",
         4 * 1024,
+    )
+}
+
+/// The leases bucket: an entry lives `ttl` after its last write, so a holder that stops
+/// renewing (killed, cut off) frees what it held by itself.
+pub fn leases_bucket_config(names: &Names, ttl: Duration) -> stream::Config {
+    stream::Config {
+        max_age: ttl,
+        ..bucket_config(
+            names.leases_bucket(),
+            "Command service leases: node_<id> = the writer of that central chain, reconciler = the one reconciler",
+            1024,
+        )
+    }
+}
+
+/// The largest batch a central writer journals: under NATS's default 1 MiB payload limit.
+pub const JOURNAL_MAX_BYTES: usize = 768 * 1024;
+
+/// The journal bucket: per central node (the key), the last batch its writer sealed.
+pub fn journal_bucket_config(names: &Names) -> stream::Config {
+    bucket_config(
+        names.journal_bucket(),
+        "Per central node: the last batch of events its writer sealed, written before publishing",
+        1024 * 1024,
     )
 }
 

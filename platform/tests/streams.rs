@@ -54,6 +54,8 @@ fn the_readable_copy_in_nats_matches_the_code() {
         streams::confirmed_bucket_config(&names),
         streams::sync_status_bucket_config(&names),
         streams::trust_bucket_config(&names),
+        streams::leases_bucket_config(&names, streams::DEFAULT_LEASE_TTL),
+        streams::journal_bucket_config(&names),
     ] {
         let code = serde_json::to_value(&config).unwrap();
         assert_eq!(
