@@ -18,6 +18,10 @@ pub struct CommandArgs {
     jwt_private_key: Option<PathBuf>,
     #[arg(long, env = "HMS_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
+    /// The file of the key TOTP secrets are derived from (64 hex digits; default `mfa.key` in
+    /// the data dir, made on first start). Every instance must share it.
+    #[arg(long, env = "HMS_MFA_KEY")]
+    mfa_key: Option<PathBuf>,
     /// Lifetime of the access tokens issued, in seconds.
     #[arg(long, env = "HMS_TOKEN_TTL_SECONDS", default_value_t = 900)]
     token_ttl_seconds: u64,
@@ -48,6 +52,7 @@ impl CommandArgs {
         config.credentials = self.nats.credentials();
         config.jwt_private_key = self.jwt_private_key.clone();
         config.jwt_public_key = self.jwt_public_key.clone();
+        config.mfa_key = self.mfa_key.clone();
         config.token_ttl = Duration::from_secs(self.token_ttl_seconds);
         config.bootstrap_admin_password = self.bootstrap_admin_password.clone();
         config.require_mfa = self.require_mfa;

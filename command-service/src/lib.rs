@@ -31,6 +31,9 @@ use std::time::Duration;
 
 /// The file in the data dir that holds the service's node key (its chain's signatures).
 pub const NODE_KEY_FILE: &str = "central-node.key";
+/// The file in the data dir that holds the key TOTP secrets are derived from (unless
+/// `HMS_MFA_KEY` names another).
+pub const MFA_KEY_FILE: &str = "mfa.key";
 /// The bootstrap admin's login name (CONTRACT.md).
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 
@@ -43,6 +46,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub jwt_private_key: Option<PathBuf>,
     pub jwt_public_key: Option<PathBuf>,
+    /// The file of the key TOTP secrets are derived from (64 hex digits): every instance of the
+    /// command service must share it, like the token key. `None`: `mfa.key` in the data dir,
+    /// made on first start.
+    pub mfa_key: Option<PathBuf>,
     pub token_ttl: Duration,
     pub bootstrap_admin_password: Option<String>,
     /// Admins and insurers must enrol in TOTP before they may act (off for development).
@@ -67,6 +74,7 @@ impl Config {
             data_dir,
             jwt_private_key: None,
             jwt_public_key: None,
+            mfa_key: None,
             token_ttl: Duration::from_secs(15 * 60),
             bootstrap_admin_password: None,
             require_mfa: true,
@@ -206,8 +214,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let signer = keys
         .signer()
         .context("the command service mints tokens: HMS_JWT_PRIVATE_KEY (or a data dir to make one in) is needed")?;
+    let had_node_key = config.data_dir.join(NODE_KEY_FILE).exists();
     let (node_id, node_key) = node_identity(&config.data_dir)?;
-    let node_key_bytes = node_key.to_bytes();
+    let mfa_secret = mfa_key(
+        config.mfa_key.as_deref(),
+        &config.data_dir,
+        had_node_key.then(|| node_key.to_bytes()),
+    )?;
     let node_public = node_key.verifying_key();
     let client = connect(&config.nats_url, &config.credentials).await?;
     let js = async_nats::jetstream::context::ContextBuilder::new()
@@ -280,7 +293,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hashing: Arc::new(tokio::sync::Semaphore::new(2)),
         require_mfa: config.require_mfa,
         reconciler: reconciled,
-        mfa: Arc::new(auth::MfaKeys::new(mfa_key(&node_key_bytes))),
+        mfa: Arc::new(auth::MfaKeys::new(mfa_secret)),
         metrics: Arc::default(),
     });
     register_node(&shared, node_public).await?;
@@ -439,14 +452,47 @@ pub async fn record_startup_command(
     }
 }
 
-/// The key TOTP secrets are derived from: the node key's bytes under a label of its own, so
-/// the data dir's one key file holds everything the service must keep secret.
-fn mfa_key(node_key: &[u8; 32]) -> [u8; 32] {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(b"hms-mfa-key-v1");
-    hasher.update(node_key);
-    hasher.finalize().into()
+/// The key TOTP secrets are derived from, read from `configured` or the data dir's `mfa.key`.
+/// On first start it is made: random, or, for a data dir whose node key already existed
+/// (earlier versions derived the MFA key from it), that derived key, so enrolments made before
+/// keep working. Every instance must share it: a user enrolled through one instance signs in
+/// through another.
+fn mfa_key(
+    configured: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+    earlier_node_key: Option<[u8; 32]>,
+) -> anyhow::Result<[u8; 32]> {
+    let path = configured.map_or_else(|| data_dir.join(MFA_KEY_FILE), |p| p.to_owned());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut key).map_err(|e| {
+                anyhow::anyhow!("the MFA key {} is not 64 hex digits: {e}", path.display())
+            })?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && configured.is_none() => {
+            let key = match earlier_node_key {
+                Some(node_key) => {
+                    use sha2::Digest;
+                    let mut hasher = sha2::Sha256::new();
+                    hasher.update(b"hms-mfa-key-v1");
+                    hasher.update(node_key);
+                    hasher.finalize().into()
+                }
+                None => {
+                    let mut key = [0u8; 32];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+                    key
+                }
+            };
+            platform::keys::write_private_file(&path, hex::encode(key).as_bytes())
+                .with_context(|| format!("writing the MFA key {}", path.display()))?;
+            tracing::info!(path = %path.display(), "MFA key made; every instance of the command service needs this file");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the MFA key {}", path.display())),
+    }
 }
 
 /// The chain's first event: the service's node announces its key (`CentralNodeRegistered`), so
