@@ -458,12 +458,7 @@ async fn large_log(events: u64) -> Result<()> {
             }
         }
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("reading VmRSS")?;
+    let rss_kib = resident_kib_of(child.id()).context("reading the edge's VmRSS")?;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -654,4 +649,18 @@ pub(crate) fn receptionist_token(data_dir: &std::path::Path, dev: &DevHospital) 
         3600,
         platform::token::unix_now(),
     )))
+}
+
+/// A process's resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub(crate) fn resident_kib_of(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// This process's resident memory in KiB (0 if unknown).
+pub(crate) fn resident_kib() -> u64 {
+    resident_kib_of(std::process::id()).unwrap_or(0)
 }

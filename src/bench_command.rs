@@ -7,6 +7,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use domain::values::{OrgId, Role, UserId};
+use futures::{StreamExt, TryStreamExt};
 use platform::streams::Names;
 use platform::token::Claims;
 use serde_json::json;
@@ -187,7 +188,18 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
             "cap_cents": 1000000}]}),
         )
     });
-    futures::future::try_join_all(publish_plans).await?;
+    // As many at once as the load has clients: more would only queue (and run out of sockets).
+    futures::stream::iter(publish_plans)
+        .buffer_unordered(bench.clients)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let known = running
+        .shared
+        .known
+        .read()
+        .expect("known")
+        .aggregate_count();
+    let rss_after_setup = crate::bench::resident_kib();
 
     let per_client = bench.aggregates / bench.clients;
     let figures = crate::bench::http_load(
@@ -215,9 +227,11 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     .await;
     running.stop().await;
     let client = async_nats::connect(&bench.nats_url).await?;
-    let _ = async_nats::jetstream::new(client)
-        .delete_stream(names.events_stream())
-        .await;
+    crate::bench_projections::delete_streams(&async_nats::jetstream::new(client), &names).await;
+    println!(
+        "command service: {known} aggregates known after the setup, process resident memory {:.0} MiB (bench included)",
+        rss_after_setup as f64 / 1024.0
+    );
     Ok(figures)
 }
 

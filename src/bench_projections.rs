@@ -449,6 +449,8 @@ pub(crate) async fn delete_streams(js: &async_nats::jetstream::Context, names: &
         format!("KV_{}", names.confirmed_bucket()),
         format!("KV_{}", names.sync_status_bucket()),
         format!("KV_{}", names.trust_bucket()),
+        format!("KV_{}", names.leases_bucket()),
+        format!("KV_{}", names.journal_bucket()),
     ] {
         let _ = js.delete_stream(&stream).await;
     }
