@@ -82,8 +82,13 @@ pub struct Known {
     doctor_appointments: HashMap<UserId, HashSet<AppointmentId>>,
     usernames: HashMap<String, UserId>,
     national_ids: HashMap<(HospitalId, NationalId), BTreeSet<PatientId>>,
-    /// Each recorded command's result and the node that recorded it.
+    /// Each recorded command's result and the node that recorded it (kept only by the writer's
+    /// instance, which answers retried commands).
     commands: HashMap<CommandId, (NodeId, CommandResult)>,
+    keep_commands: bool,
+    /// Whether the state of aggregates of a type is kept (the reconciler's keeps only what
+    /// its rules read).
+    keep_state: fn(AggregateType) -> bool,
     nodes: HashMap<NodeId, NodeSeen>,
     /// This service's own chain: its last event as seen in the stream.
     head: Option<ChainHead>,
@@ -100,9 +105,21 @@ impl Known {
             usernames: HashMap::new(),
             national_ids: HashMap::new(),
             commands: HashMap::new(),
+            keep_commands: true,
+            keep_state: |_| true,
             nodes: HashMap::new(),
             head: None,
             stream_seq: 0,
+        }
+    }
+
+    /// The reconciler's `Known`: no command results (it answers no client) and only the state
+    /// of the aggregates the conflict rules read ([`domain::conflict::JUDGED_AGGREGATES`]).
+    pub fn for_reconciler(own_node: NodeId) -> Known {
+        Known {
+            keep_commands: false,
+            keep_state: domain::conflict::judged,
+            ..Known::new(own_node)
         }
     }
 
@@ -168,6 +185,9 @@ impl Known {
             self.head = Some(ChainHead::of(envelope));
         }
         let key = event.aggregate();
+        if !(self.keep_state)(key.aggregate_type) {
+            return Folded::Applied;
+        }
         let entry = self.aggregates.entry(key).or_default();
         if stream_seq < entry.last_seq {
             // Only an unchecked write can land under a later one; the state is folded in
@@ -181,6 +201,9 @@ impl Known {
         entry.last_seq = entry.last_seq.max(stream_seq);
         entry.state = after.clone();
         self.reindex(before.as_ref(), after.as_ref());
+        if !self.keep_commands {
+            return Folded::Applied;
+        }
         let recorded = envelope.recorded();
         let (node, result) = self.commands.entry(envelope.command_id).or_insert_with(|| {
             (
@@ -206,6 +229,9 @@ impl Known {
     /// Folds an event that is not in the stream yet (a reconciler's answer, folded right after
     /// its cause): its state only, no chain or command bookkeeping.
     pub fn fold_pending(&mut self, event: &Event, stamp: &domain::state::Stamp) {
+        if !(self.keep_state)(event.aggregate().aggregate_type) {
+            return;
+        }
         let entry = self.aggregates.entry(event.aggregate()).or_default();
         let before = entry.state.take();
         let after = evolve(before.clone(), event, stamp);

@@ -65,7 +65,7 @@ pub const LEASE: &str = "reconciler";
 /// holds it), until `stopping` turns true: then it gives the lease up.
 pub async fn run(parts: Parts, progress: Arc<Progress>, mut stopping: watch::Receiver<bool>) {
     let mut state = State {
-        known: Known::new(parts.own_node),
+        known: Known::for_reconciler(parts.own_node),
         folded_ahead: HashSet::new(),
     };
     'acquire: loop {
@@ -122,7 +122,7 @@ async fn judge_from(
                 // already folded it, so this process reads from the start if it reconciles
                 // again.
                 *state = State {
-                    known: Known::new(parts.own_node),
+                    known: Known::for_reconciler(parts.own_node),
                     folded_ahead: HashSet::new(),
                 };
                 progress.read.store(0, Ordering::Relaxed);

@@ -39,6 +39,23 @@ pub const ANSWER_EVENT_TYPES: [&str; 5] = [
     "TransitionRejected",
 ];
 
+/// The aggregate types whose state the rules read (as the arriving event's `before`, or through
+/// a lookup): what the reconciler must keep. Events of the other types never clash, so it keeps
+/// no state of them (`tests/conflicts.rs` judges every scenario both ways).
+pub const JUDGED_AGGREGATES: [AggregateType; 6] = [
+    AggregateType::Patient,
+    AggregateType::Appointment,
+    AggregateType::Prescription,
+    AggregateType::StockItem,
+    AggregateType::LabOrder,
+    AggregateType::Claim,
+];
+
+/// Whether the rules read the state of aggregates of this type.
+pub fn judged(aggregate_type: AggregateType) -> bool {
+    JUDGED_AGGREGATES.contains(&aggregate_type)
+}
+
 /// Whether an event is itself an answer to a clash (answers are never answered).
 pub fn is_answer(event: &Event) -> bool {
     ANSWER_EVENT_TYPES.contains(&event.event_type())

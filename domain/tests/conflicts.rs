@@ -57,10 +57,25 @@ impl Site {
 
 /// The reconciler's loop over arriving events: answer each against what is known, then fold
 /// the event and its answers into what is known.
+///
+/// Every answer is also judged against only the aggregates the rules read
+/// ([`domain::conflict::JUDGED_AGGREGATES`], all the reconciler keeps): it must be the same.
 fn arrive(central: &mut MemoryStore, arriving: Vec<(Event, Stamp)>) -> Vec<Event> {
     let mut all = Vec::new();
     for (event, stamp) in arriving {
         let answers = answer(central, &event, &stamp);
+        let mut judged_only = MemoryStore::new();
+        for (e, s) in central.history() {
+            if domain::conflict::judged(e.aggregate().aggregate_type) {
+                judged_only.apply(e, s);
+            }
+        }
+        assert_eq!(
+            answer(&judged_only, &event, &stamp),
+            answers,
+            "{} is judged the same with only the judged aggregates kept",
+            event.event_type()
+        );
         central.apply(&event, &stamp);
         for a in &answers {
             central.apply(
