@@ -55,6 +55,10 @@ struct NodeSeen {
 }
 
 impl NodeSeen {
+    fn has(&self, seq: u64) -> bool {
+        seq <= self.contiguous || self.ahead.contains(&seq)
+    }
+
     /// Records `seq`; false if it was seen before.
     fn insert(&mut self, seq: u64) -> bool {
         if seq <= self.contiguous || !self.ahead.insert(seq) {
@@ -64,6 +68,22 @@ impl NodeSeen {
             self.contiguous += 1;
         }
         true
+    }
+}
+
+/// The members of an envelope that say whether it needs reading at all, read without the rest
+/// (no payload tree, hash or signature parsed).
+#[derive(Debug, serde::Deserialize)]
+pub struct Glance {
+    pub event_id: uuid::Uuid,
+    pub aggregate_type: AggregateType,
+    pub aggregate_id: uuid::Uuid,
+    pub origin: domain::envelope::Origin,
+}
+
+impl Glance {
+    pub fn of(payload: &[u8]) -> Option<Glance> {
+        serde_json::from_slice(payload).ok()
     }
 }
 
@@ -242,16 +262,34 @@ impl Known {
 
     /// Records that an event was seen in the stream without folding it again (it was folded
     /// before it got there).
-    pub fn mark_seen(&mut self, envelope: &Envelope, stream_seq: u64) {
+    pub fn mark_seen(&mut self, glance: &Glance, stream_seq: u64) {
         self.stream_seq = self.stream_seq.max(stream_seq);
         self.nodes
-            .entry(envelope.origin.node_id)
+            .entry(glance.origin.node_id)
             .or_default()
-            .insert(envelope.origin.node_seq);
-        let key = AggregateRef::new(envelope.aggregate_type, envelope.aggregate_id);
+            .insert(glance.origin.node_seq);
+        let key = AggregateRef::new(glance.aggregate_type, glance.aggregate_id);
         if let Some(entry) = self.aggregates.get_mut(&key) {
             entry.last_seq = entry.last_seq.max(stream_seq);
         }
+    }
+
+    /// Whether the event `glance` shows was folded already (its node's `node_seq` was seen):
+    /// the stream delivering it again changes nothing but the stream position.
+    pub fn folded_before(&self, glance: &Glance) -> bool {
+        self.nodes
+            .get(&glance.origin.node_id)
+            .is_some_and(|seen| seen.has(glance.origin.node_seq))
+    }
+
+    /// Moves the stream position past a message that changes nothing here.
+    pub fn pass(&mut self, stream_seq: u64) {
+        self.stream_seq = self.stream_seq.max(stream_seq);
+    }
+
+    /// Whether this `Known` keeps the state of aggregates of this type.
+    pub fn keeps(&self, aggregate_type: AggregateType) -> bool {
+        (self.keep_state)(aggregate_type)
     }
 
     /// Keeps the lookups in step with one aggregate's change.

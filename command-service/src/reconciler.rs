@@ -137,12 +137,21 @@ async fn judge_from(
 
 /// Folds one message and returns the answers it calls for, if any.
 fn judge(state: &mut State, seq: u64, payload: &[u8]) -> Option<Facts> {
-    let envelope: Envelope = serde_json::from_slice(payload).ok()?;
-    let event = envelope.event().ok()?;
-    if state.folded_ahead.remove(&envelope.event_id) {
-        state.known.mark_seen(&envelope, seq);
+    let glance = crate::known::Glance::of(payload)?;
+    if state
+        .folded_ahead
+        .remove(&EventId::from_uuid(glance.event_id))
+    {
+        state.known.mark_seen(&glance, seq);
         return None;
     }
+    if !state.known.keeps(glance.aggregate_type) {
+        // No rule reads or answers this kind of aggregate: only its node's order counts.
+        state.known.mark_seen(&glance, seq);
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_slice(payload).ok()?;
+    let event = envelope.event().ok()?;
     let stamp = envelope.stamp();
     let answers = domain::conflict::answer(&state.known, &event, &stamp);
     if state.known.fold(&envelope, &event, seq) == crate::known::Folded::Duplicate {

@@ -76,6 +76,10 @@ fn arrive(central: &mut MemoryStore, arriving: Vec<(Event, Stamp)>) -> Vec<Event
             "{} is judged the same with only the judged aggregates kept",
             event.event_type()
         );
+        assert!(
+            answers.is_empty() || domain::conflict::judged(event.aggregate().aggregate_type),
+            "only events of judged aggregates are answered"
+        );
         central.apply(&event, &stamp);
         for a in &answers {
             central.apply(
