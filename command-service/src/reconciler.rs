@@ -118,15 +118,13 @@ async fn judge_from(
         let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
         if let Some(facts) = judge(state, seq, &message.payload) {
             if !lease.wait_held().await {
-                // Another process reconciles now; this answer is its to give. The state
-                // already folded it, so this process reads from the start if it reconciles
-                // again.
-                *state = State {
-                    known: Known::for_reconciler(parts.own_node),
-                    folded_ahead: HashSet::new(),
-                };
-                progress.read.store(0, Ordering::Relaxed);
-                return Err("the reconciler's lease was lost".into());
+                // The lease lapsed (another process may reconcile now). This answer waits until
+                // the lease is taken again; if the other process gave it meanwhile, its id is
+                // the same, and the writer finds it recorded.
+                tracing::warn!(
+                    "the reconciler's lease was lost; it answers again once it holds it"
+                );
+                *lease = parts.leases.acquire(LEASE).await;
             }
             append(&parts.writer, facts, progress).await;
         }

@@ -239,3 +239,61 @@ async fn without_nats_a_command_gets_503_and_nothing_is_half_written() {
     assert_eq!(verify_central_chain(&history, service.data.path()), 4);
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_lease_lapsed_in_a_long_outage_takes_its_chain_again() {
+    let mut server = nats::NatsServer::new();
+    server.start();
+    let mut service = Service {
+        running: None,
+        data: tempfile::tempdir().unwrap(),
+        prefix: prefix(),
+        nats_url: server.url(),
+        http: reqwest::Client::new(),
+    };
+    let mut config = service.config();
+    config.lease_ttl = std::time::Duration::from_secs(3);
+    service.start_with(config).await;
+    let admin = service.admin();
+    let insurer = |name: &str| {
+        json!({"command_id": id(), "type": "RegisterInsurer",
+            "insurer_id": Uuid::now_v7(), "name": name})
+    };
+    service.ok(&admin, insurer("Before")).await;
+    // Longer than the lease's lifetime: the server lets the lease expire.
+    server.stop();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let ready = service
+        .http
+        .get(service.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    server.start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let after = insurer("After");
+    loop {
+        let answer = service.command(&admin, after.clone()).await;
+        if answer.status == StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {}: {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let ready = service
+        .http
+        .get(service.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let history = stream_contents(&server.url(), &service.prefix).await;
+    assert_eq!(verify_central_chain(&history, service.data.path()), 4);
+    service.stop().await;
+}
