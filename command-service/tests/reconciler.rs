@@ -182,3 +182,72 @@ async fn every_clash_of_two_offline_sites_is_answered_once() {
     // The node, the bootstrap admin and six answers, in one unbroken chain.
     assert_eq!(verify_central_chain(&all, service.data.path()), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reconciler_answers_at_a_time_and_another_node_takes_over_when_it_stops() {
+    let mut first = Service::spawn().await;
+    // A second central node (its own data dir and key) on the same history.
+    let mut second = Service {
+        running: None,
+        data: tempfile::tempdir().unwrap(),
+        prefix: first.prefix.clone(),
+        nats_url: first.nats_url.clone(),
+        http: reqwest::Client::new(),
+    };
+    second.start().await;
+    let (first_node, _) = command_service::node_identity(first.data.path()).unwrap();
+    let (second_node, _) = command_service::node_identity(second.data.path()).unwrap();
+    let h = HospitalId::from_uuid(Uuid::now_v7());
+    let registered = |id: PatientId, nid: &str| PatientRegistered {
+        patient_id: id,
+        hospital_id: h,
+        name: Name::parse("Achieng Otieno").unwrap(),
+        birth_date: BirthDate::parse("1985-03-04").unwrap(),
+        sex: Sex::Female,
+        national_id: Some(NationalId::parse(nid).unwrap()),
+        phone: None,
+        region_code: None,
+    };
+    let (mut a, mut b) = (Site::new(Role::Receptionist), Site::new(Role::Receptionist));
+    let pair = |a: &mut Site, b: &mut Site, nid: &str| {
+        vec![
+            a.record(registered(PatientId::from_uuid(Uuid::now_v7()), nid)),
+            b.record(registered(PatientId::from_uuid(Uuid::now_v7()), nid)),
+        ]
+    };
+
+    publish(
+        &first.nats_url,
+        &first.prefix,
+        &pair(&mut a, &mut b, "NID-1001"),
+    )
+    .await;
+    let answers = wait_for_answers(&first.nats_url, &first.prefix, 1).await;
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+    assert_eq!(
+        answers[0].origin.node_id, first_node,
+        "the node started first holds the reconciler's lease"
+    );
+
+    // The first node stops and gives its leases up: the second reconciles from then on,
+    // reading the history from its start without answering the first clash again.
+    first.stop().await;
+    publish(
+        &second.nats_url,
+        &second.prefix,
+        &pair(&mut a, &mut b, "NID-2002"),
+    )
+    .await;
+    wait_for_answers(&second.nats_url, &second.prefix, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let all = stream_contents(&second.nats_url, &second.prefix).await;
+    let answers: Vec<_> = all
+        .iter()
+        .filter(|e| e.event_type == "DuplicatePatientSuspected")
+        .collect();
+    assert_eq!(answers.len(), 2, "each clash answered once: {answers:#?}");
+    assert_eq!(answers[1].origin.node_id, second_node);
+    verify_central_chain(&all, first.data.path());
+    verify_central_chain(&all, second.data.path());
+    second.stop().await;
+}
