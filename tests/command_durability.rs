@@ -3,7 +3,6 @@
 //! `node_seq` has no gap and its chain verifies, and it goes on from there.
 
 use domain::values::{OrgId, Role, UserId};
-use futures::StreamExt;
 use platform::token::{Claims, unix_now};
 use serde_json::json;
 use std::collections::HashMap;
@@ -13,8 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+#[path = "support/central.rs"]
+mod central;
 #[path = "../edge-agent/tests/support/nats.rs"]
 mod nats;
+
+use central::{assert_chain_whole, assert_each_stored_once, history};
 
 fn start(dir: &Path, port: u16, prefix: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hms"))
@@ -42,29 +45,6 @@ fn start(dir: &Path, port: u16, prefix: &str) -> Child {
     let _ = child.kill();
     let _ = child.wait();
     panic!("the command service did not get ready");
-}
-
-async fn history(prefix: &str) -> Vec<domain::envelope::Envelope> {
-    let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let names = platform::streams::Names::new(prefix).unwrap();
-    let mut stream = js.get_stream(names.events_stream()).await.unwrap();
-    let total = stream.info().await.unwrap().state.messages as usize;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::with_capacity(total);
-    while out.len() < total {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        out.push(serde_json::from_slice(&m.payload).unwrap());
-    }
-    out
 }
 
 #[test]
@@ -151,29 +131,9 @@ fn a_killed_command_service_keeps_every_answered_command_once_and_its_chain_whol
     child.wait().unwrap();
 
     let history = runtime.block_on(history(&prefix));
-    let mut per_command: HashMap<Uuid, usize> = HashMap::new();
-    for e in &history {
-        *per_command.entry(e.command_id.into()).or_default() += 1;
-    }
-    for id in recorded.iter().chain([&after]) {
-        assert_eq!(
-            per_command.get(id),
-            Some(&1),
-            "command {id} answered 201 is in the stream once"
-        );
-    }
-    let (node, key) = command_service::node_identity(dir.path()).unwrap();
-    let mut own: Vec<_> = history
-        .iter()
-        .filter(|e| e.origin.node_id == node)
-        .collect();
-    own.sort_by_key(|e| e.origin.node_seq);
-    let mut verifier = domain::envelope::ChainVerifier::new(node, key.verifying_key());
-    for (i, e) in own.iter().enumerate() {
-        assert_eq!(e.origin.node_seq, i as u64 + 1, "no gap, no double");
-        verifier.push(e).expect("the chain verifies");
-    }
-    assert_eq!(own.len(), history.len(), "every event is the service's");
+    assert_each_stored_once(&history, recorded.iter().chain([&after]));
+    let own = assert_chain_whole(&history, dir.path());
+    assert_eq!(own, history.len(), "every event is the service's");
     let names = platform::streams::Names::new(&prefix).unwrap();
     runtime.block_on(async {
         let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();

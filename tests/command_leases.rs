@@ -8,7 +8,6 @@
 
 use domain::envelope::Envelope;
 use domain::values::{NodeId, OrgId, Role, UserId};
-use futures::StreamExt;
 use platform::token::{Claims, TokenSigner, unix_now};
 use serde_json::json;
 use std::collections::HashMap;
@@ -20,8 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+#[path = "support/central.rs"]
+mod central;
 #[path = "../edge-agent/tests/support/nats.rs"]
 mod nats;
+
+use central::{assert_chain_whole, assert_each_stored_once, history};
 
 /// Seconds a lease outlives its holder here (the least `hms command` takes).
 const LEASE_SECONDS: &str = "3";
@@ -126,29 +129,6 @@ fn post(url: &str, token: &str, body: serde_json::Value) -> u16 {
     status
 }
 
-async fn history(prefix: &str) -> Vec<Envelope> {
-    let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let names = platform::streams::Names::new(prefix).unwrap();
-    let mut stream = js.get_stream(names.events_stream()).await.unwrap();
-    let total = stream.info().await.unwrap().state.messages as usize;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::with_capacity(total);
-    while out.len() < total {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        out.push(serde_json::from_slice(&m.payload).unwrap());
-    }
-    out
-}
-
 /// The `node_seq`s of `node` in the history, sorted.
 fn seqs(history: &[Envelope], node: NodeId) -> Vec<u64> {
     let mut seqs: Vec<u64> = history
@@ -158,21 +138,6 @@ fn seqs(history: &[Envelope], node: NodeId) -> Vec<u64> {
         .collect();
     seqs.sort_unstable();
     seqs
-}
-
-/// Asserts `node`'s chain is 1..=n without gap or double and verifies against its key.
-fn assert_chain_whole(history: &[Envelope], dir: &Path) {
-    let (node, key) = command_service::node_identity(dir).unwrap();
-    let mut own: Vec<&Envelope> = history
-        .iter()
-        .filter(|e| e.origin.node_id == node)
-        .collect();
-    own.sort_by_key(|e| e.origin.node_seq);
-    let mut verifier = domain::envelope::ChainVerifier::new(node, key.verifying_key());
-    for (i, e) in own.iter().enumerate() {
-        assert_eq!(e.origin.node_seq, i as u64 + 1, "no gap, no double");
-        verifier.push(e).expect("the chain verifies");
-    }
 }
 
 async fn drop_streams(prefix: &str) {
@@ -322,10 +287,6 @@ fn a_writer_killed_before_filling_its_chain_fills_it_from_the_journal_on_restart
     let history = runtime.block_on(history(&prefix));
     assert_chain_whole(&history, one.path());
     assert_chain_whole(&history, two.path());
-    let mut per_command: HashMap<Uuid, usize> = HashMap::new();
-    for e in &history {
-        *per_command.entry(e.command_id.into()).or_default() += 1;
-    }
     let recorded: Vec<Uuid> = answered
         .lock()
         .unwrap()
@@ -335,13 +296,7 @@ fn a_writer_killed_before_filling_its_chain_fills_it_from_the_journal_on_restart
         .chain([after_id])
         .collect();
     assert!(recorded.len() > 1, "the first node recorded under load");
-    for id in &recorded {
-        assert_eq!(
-            per_command.get(id),
-            Some(&1),
-            "command {id} answered 201 is in the stream once"
-        );
-    }
+    assert_each_stored_once(&history, &recorded);
     runtime.block_on(drop_streams(&prefix));
 }
 

@@ -216,30 +216,13 @@ async fn a_user_enrolled_through_one_instance_signs_in_through_another_sharing_t
     let signed_in = login(&first, "admin", "bootstrap-secret-1", None).await;
     assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.body);
     let token = signed_in.body["access_token"].as_str().unwrap().to_owned();
-    let enrolled = first
-        .post(Some(&token), "/v1/auth/mfa/enroll", &json!({}))
-        .await;
-    let secret = secret_of(enrolled.body["otpauth_uri"].as_str().unwrap());
-    let confirmed = first
-        .post(
-            Some(&token),
-            "/v1/auth/mfa/confirm",
-            &json!({"code": code(&secret, 0)}),
-        )
-        .await;
-    assert_eq!(confirmed.status, StatusCode::NO_CONTENT);
+    let secret = first.enrol_in_mfa(&token).await;
 
     // Another central node (its own data dir and node key) on the same history, given the
     // first one's MFA key file, as every instance of a deployment must be.
     let shared_key = first.data.path().join(command_service::MFA_KEY_FILE);
     assert!(shared_key.exists(), "the first start made the MFA key file");
-    let mut second = Service {
-        running: None,
-        data: tempfile::tempdir().unwrap(),
-        prefix: first.prefix.clone(),
-        nats_url: first.nats_url.clone(),
-        http: reqwest::Client::new(),
-    };
+    let mut second = first.another_node();
     let mut config = second.config();
     config.mfa_key = Some(shared_key);
     second.start_with(config).await;
@@ -255,13 +238,7 @@ async fn a_user_enrolled_through_one_instance_signs_in_through_another_sharing_t
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
 
     // A node with a key of its own derives other secrets: the same code is refused there.
-    let mut alone = Service {
-        running: None,
-        data: tempfile::tempdir().unwrap(),
-        prefix: first.prefix.clone(),
-        nats_url: first.nats_url.clone(),
-        http: reqwest::Client::new(),
-    };
+    let mut alone = first.another_node();
     alone.start().await;
     let refused = login(
         &alone,

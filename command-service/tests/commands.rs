@@ -221,20 +221,9 @@ async fn without_nats_a_command_gets_503_and_nothing_is_half_written() {
     );
     server.start();
     // The client retries once NATS is back: recorded once, and the chain has no gap.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let answer = service.command(&admin, body.clone()).await;
-        if answer.status == StatusCode::CREATED {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {}: {}",
-            answer.status,
-            answer.body
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    service
+        .until_recorded(&admin, &body, std::time::Duration::from_secs(20))
+        .await;
     let history = stream_contents(&server.url(), &service.prefix).await;
     assert_eq!(verify_central_chain(&history, service.data.path()), 4);
     service.stop().await;
@@ -244,13 +233,7 @@ async fn without_nats_a_command_gets_503_and_nothing_is_half_written() {
 async fn a_writer_whose_lease_lapsed_in_a_long_outage_takes_its_chain_again() {
     let mut server = nats::NatsServer::new();
     server.start();
-    let mut service = Service {
-        running: None,
-        data: tempfile::tempdir().unwrap(),
-        prefix: prefix(),
-        nats_url: server.url(),
-        http: reqwest::Client::new(),
-    };
+    let mut service = Service::unstarted(&server.url(), &prefix());
     let mut config = service.config();
     config.lease_ttl = std::time::Duration::from_secs(3);
     service.start_with(config).await;
@@ -263,36 +246,19 @@ async fn a_writer_whose_lease_lapsed_in_a_long_outage_takes_its_chain_again() {
     // Longer than the lease's lifetime: the server lets the lease expire.
     server.stop();
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    let ready = service
-        .http
-        .get(service.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        service.ready_status().await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     server.start();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let after = insurer("After");
-    loop {
-        let answer = service.command(&admin, after.clone()).await;
-        if answer.status == StatusCode::CREATED {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {}: {}",
-            answer.status,
-            answer.body
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let ready = service
-        .http
-        .get(service.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    service
+        .until_recorded(
+            &admin,
+            &insurer("After"),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(service.ready_status().await, StatusCode::OK);
     let history = stream_contents(&server.url(), &service.prefix).await;
     assert_eq!(verify_central_chain(&history, service.data.path()), 4);
     service.stop().await;

@@ -41,19 +41,7 @@ async fn commands_batches_and_sign_ins_are_counted() {
     let signed_in = login(&service, "admin", "bootstrap-secret-1", None).await;
     assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.body);
     let token = signed_in.body["access_token"].as_str().unwrap().to_owned();
-    let enrolled = service
-        .post(Some(&token), "/v1/auth/mfa/enroll", &json!({}))
-        .await;
-    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
-    let secret = secret_of(enrolled.body["otpauth_uri"].as_str().unwrap());
-    let confirmed = service
-        .post(
-            Some(&token),
-            "/v1/auth/mfa/confirm",
-            &json!({"code": code(&secret, 0)}),
-        )
-        .await;
-    assert_eq!(confirmed.status, StatusCode::NO_CONTENT);
+    service.enrol_in_mfa(&token).await;
     let without_code = login(&service, "admin", "bootstrap-secret-1", None).await;
     assert_eq!(without_code.body["mfa_required"], true);
     for _ in 0..2 {

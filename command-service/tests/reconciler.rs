@@ -187,13 +187,7 @@ async fn every_clash_of_two_offline_sites_is_answered_once() {
 async fn one_reconciler_answers_at_a_time_and_another_node_takes_over_when_it_stops() {
     let mut first = Service::spawn().await;
     // A second central node (its own data dir and key) on the same history.
-    let mut second = Service {
-        running: None,
-        data: tempfile::tempdir().unwrap(),
-        prefix: first.prefix.clone(),
-        nats_url: first.nats_url.clone(),
-        http: reqwest::Client::new(),
-    };
+    let mut second = first.another_node();
     second.start().await;
     let (first_node, _) = command_service::node_identity(first.data.path()).unwrap();
     let (second_node, _) = command_service::node_identity(second.data.path()).unwrap();

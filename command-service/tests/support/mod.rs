@@ -43,16 +43,78 @@ impl Service {
     }
 
     pub async fn spawn_on(nats_url: &str, prefix: &str) -> Service {
-        let data = tempfile::tempdir().unwrap();
-        let mut service = Service {
+        let mut service = Service::unstarted(nats_url, prefix);
+        service.start().await;
+        service
+    }
+
+    /// A service with a data dir (so a node key) of its own, not started yet: the caller sets
+    /// its configuration and calls [`Service::start_with`].
+    pub fn unstarted(nats_url: &str, prefix: &str) -> Service {
+        Service {
             running: None,
-            data,
+            data: tempfile::tempdir().unwrap(),
             prefix: prefix.to_owned(),
             nats_url: nats_url.to_owned(),
             http: reqwest::Client::new(),
-        };
-        service.start().await;
-        service
+        }
+    }
+
+    /// Another central node (its own data dir and key) on this one's history, not started yet.
+    pub fn another_node(&self) -> Service {
+        Service::unstarted(&self.nats_url, &self.prefix)
+    }
+
+    /// The status `/readyz` answers now.
+    pub async fn ready_status(&self) -> StatusCode {
+        self.http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Enrols the bearer of `token` in TOTP and confirms it with the first code; answers the
+    /// secret.
+    pub async fn enrol_in_mfa(&self, token: &str) -> platform::totp::TotpSecret {
+        let enrolled = self
+            .post(Some(token), "/v1/auth/mfa/enroll", &json!({}))
+            .await;
+        assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
+        let secret = secret_of(enrolled.body["otpauth_uri"].as_str().unwrap());
+        let confirmed = self
+            .post(
+                Some(token),
+                "/v1/auth/mfa/confirm",
+                &json!({"code": code(&secret, 0)}),
+            )
+            .await;
+        assert_eq!(
+            confirmed.status,
+            StatusCode::NO_CONTENT,
+            "{}",
+            confirmed.body
+        );
+        secret
+    }
+
+    /// Sends `body` until it is recorded (201), for up to `within`.
+    pub async fn until_recorded(&self, token: &str, body: &Value, within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let answer = self.command(token, body.clone()).await;
+            if answer.status == StatusCode::CREATED {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {}: {}",
+                answer.status,
+                answer.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     pub fn config(&self) -> Config {
