@@ -27,6 +27,9 @@ pub struct CommandBench {
     /// Aggregates the commands go to (plans), shared out among the clients.
     #[arg(long, default_value_t = 1000)]
     aggregates: usize,
+    /// States of evictable aggregates the service keeps in memory (`HMS_STATE_CACHE`).
+    #[arg(long, default_value_t = command_service::DEFAULT_STATE_CACHE)]
+    state_cache: usize,
     #[arg(long, env = "HMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
 }
@@ -138,6 +141,7 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     config.listen = "127.0.0.1:0".parse()?;
     config.nats_url = bench.nats_url.clone();
     config.require_mfa = false;
+    config.state_cache = bench.state_cache.max(1);
     let running = command_service::start(config).await?;
     let url = format!("http://{}/v1/commands", running.addr);
     let signer = running.shared.signer.clone();
@@ -193,12 +197,10 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
         .buffer_unordered(bench.clients)
         .try_collect::<Vec<()>>()
         .await?;
-    let known = running
-        .shared
-        .known
-        .read()
-        .expect("known")
-        .aggregate_count();
+    let (known, cached) = {
+        let known = running.shared.known.read().expect("known");
+        (known.aggregate_count(), known.cached_count())
+    };
     let rss_after_setup = crate::bench::resident_kib();
 
     let per_client = bench.aggregates / bench.clients;
@@ -229,7 +231,7 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     let client = async_nats::connect(&bench.nats_url).await?;
     crate::bench_projections::delete_streams(&async_nats::jetstream::new(client), &names).await;
     println!(
-        "command service: {known} aggregates known after the setup, process resident memory {:.0} MiB (bench included)",
+        "command service: {known} aggregates known after the setup ({cached} states cached), process resident memory {:.0} MiB (bench included)",
         rss_after_setup as f64 / 1024.0
     );
     Ok(figures)

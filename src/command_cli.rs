@@ -35,6 +35,10 @@ pub struct CommandArgs {
     /// make the leases bucket of this prefix.
     #[arg(long, env = "HMS_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// How many states of plans, claims, invoices, prescriptions, lab orders, stock items and
+    /// patients the writer keeps in memory; others are read again from JetStream when needed.
+    #[arg(long, env = "HMS_STATE_CACHE", default_value_t = command_service::DEFAULT_STATE_CACHE)]
+    state_cache: usize,
     /// Fault injection for tests: abort when a batch needs filling, before it is filled.
     #[arg(long, env = "HMS_FAULT_CRASH_BEFORE_FILL", default_value_t = false, hide = true, action = clap::ArgAction::Set)]
     fault_crash_before_fill: bool,
@@ -61,6 +65,10 @@ impl CommandArgs {
         }
         config.lease_ttl = Duration::from_secs(self.lease_seconds);
         config.crash_before_fill = self.fault_crash_before_fill;
+        if self.state_cache == 0 {
+            bail!("HMS_STATE_CACHE must be at least 1");
+        }
+        config.state_cache = self.state_cache;
         Ok(config)
     }
 }

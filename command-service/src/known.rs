@@ -7,6 +7,13 @@
 //! Two instances exist: the writer's (folded from the stream and, right after each
 //! acknowledgement, from the writer's own events, so the next decision sees them) and the
 //! reconciler's (folded strictly in stream order, as the conflict rules require).
+//!
+//! The writer's keeps every aggregate's version and last stream sequence (a few dozen bytes
+//! each), but the states of plans, claims, invoices, prescriptions, lab orders, stock items and
+//! patients only in a bounded cache: the least recently used are evicted past its capacity,
+//! and a decision that needs one reads it again from the aggregate's subject
+//! ([`Known::install`] after the writer's load). Users, appointments, hospitals, insurers and
+//! nodes stay, because the lookups (usernames, a doctor's slots) are kept from their states.
 
 use domain::appointment::Slot;
 use domain::conflict::ConflictFacts;
@@ -16,9 +23,12 @@ use domain::facts::Facts;
 use domain::state::{AggregateState, evolve};
 use domain::values::*;
 use domain::wire::CommandResult;
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One aggregate as known.
+/// One aggregate as known (its state `None` if it has none, or, from [`Known::entry`], if the
+/// state is not cached: see [`Known::is_evicted`]).
 #[derive(Clone, Debug, Default)]
 pub struct Entry {
     pub state: Option<AggregateState>,
@@ -95,10 +105,38 @@ pub enum Folded {
     Duplicate,
 }
 
+/// What is kept of one aggregate: always its place in the stream, its state while cached.
+#[derive(Debug)]
+struct Kept {
+    /// The organisation its events are recorded under (the subject's second token).
+    org: OrgId,
+    version: u64,
+    last_seq: u64,
+    /// The stream sequence a load from the stream covered: the follower passes over the
+    /// aggregate's events up to there (they are in the loaded state and version).
+    loaded_through: u64,
+    held: Held,
+    /// When the state was last used, on the `Known`'s clock (the least recent is evicted first).
+    used: AtomicU64,
+}
+
+#[derive(Debug)]
+enum Held {
+    State(Option<Box<AggregateState>>),
+    Evicted,
+}
+
 #[derive(Debug)]
 pub struct Known {
     own_node: NodeId,
-    aggregates: HashMap<AggregateRef, Entry>,
+    aggregates: HashMap<AggregateRef, Kept>,
+    /// The most states of evictable types kept (`None`: no bound, every state kept).
+    capacity: Option<usize>,
+    /// How many states of evictable types are kept now.
+    evictable_held: usize,
+    clock: AtomicU64,
+    /// Whether the national-id lookup is kept (the reconciler's rules need it; decisions do not).
+    index_national_ids: bool,
     doctor_appointments: HashMap<UserId, HashSet<AppointmentId>>,
     usernames: HashMap<String, UserId>,
     national_ids: HashMap<(HospitalId, NationalId), BTreeSet<PatientId>>,
@@ -117,10 +155,15 @@ pub struct Known {
 }
 
 impl Known {
+    /// Everything kept, nothing evicted.
     pub fn new(own_node: NodeId) -> Known {
         Known {
             own_node,
             aggregates: HashMap::new(),
+            capacity: None,
+            evictable_held: 0,
+            clock: AtomicU64::new(0),
+            index_national_ids: true,
             doctor_appointments: HashMap::new(),
             usernames: HashMap::new(),
             national_ids: HashMap::new(),
@@ -130,6 +173,15 @@ impl Known {
             nodes: HashMap::new(),
             head: None,
             stream_seq: 0,
+        }
+    }
+
+    /// The writer's `Known`: at most `capacity` states of evictable types cached.
+    pub fn for_writer(own_node: NodeId, capacity: usize) -> Known {
+        Known {
+            capacity: Some(capacity.max(1)),
+            index_national_ids: false,
+            ..Known::new(own_node)
         }
     }
 
@@ -147,8 +199,132 @@ impl Known {
         self.own_node
     }
 
-    pub fn entry(&self, aggregate: &AggregateRef) -> Option<&Entry> {
-        self.aggregates.get(aggregate)
+    /// The aggregate's version, last sequence and (if cached) state; `None` if no event of it
+    /// is known.
+    pub fn entry(&self, aggregate: &AggregateRef) -> Option<Entry> {
+        let slot = self.aggregates.get(aggregate)?;
+        Some(Entry {
+            state: self.held_state(slot),
+            version: slot.version,
+            last_seq: slot.last_seq,
+        })
+    }
+
+    /// The organisation an aggregate's events are recorded under: its subject is
+    /// `<prefix>.events.<org>.<type>.<id>`.
+    pub fn org_of(&self, aggregate: &AggregateRef) -> Option<OrgId> {
+        self.aggregates.get(aggregate).map(|slot| slot.org)
+    }
+
+    /// Whether the aggregate has events but its state is not cached (a decision needing it
+    /// must have it loaded first).
+    pub fn is_evicted(&self, aggregate: &AggregateRef) -> bool {
+        self.aggregates
+            .get(aggregate)
+            .is_some_and(|slot| matches!(slot.held, Held::Evicted))
+    }
+
+    /// How many states are cached now.
+    pub fn cached_count(&self) -> usize {
+        self.aggregates
+            .values()
+            .filter(|slot| matches!(slot.held, Held::State(_)))
+            .count()
+    }
+
+    fn held_state(&self, slot: &Kept) -> Option<AggregateState> {
+        match &slot.held {
+            Held::State(state) => {
+                slot.used.store(
+                    self.clock.fetch_add(1, Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                state.as_deref().cloned()
+            }
+            Held::Evicted => None,
+        }
+    }
+
+    /// Puts back a state loaded from the aggregate's subject: `entry` holds what the stream had
+    /// up to `entry.last_seq`. False (nothing changed) if what is known went further meanwhile;
+    /// the caller loads again if it still needs it.
+    pub fn install(&mut self, aggregate: AggregateRef, org: OrgId, entry: Entry) -> bool {
+        let used = self.clock.fetch_add(1, Ordering::Relaxed);
+        let evictable = self.evictable(aggregate.aggregate_type);
+        match self.aggregates.get_mut(&aggregate) {
+            Some(slot) if slot.last_seq > entry.last_seq => return false,
+            Some(slot) => {
+                if evictable && matches!(slot.held, Held::Evicted) {
+                    self.evictable_held += 1;
+                }
+                slot.version = entry.version;
+                slot.last_seq = entry.last_seq;
+                slot.loaded_through = entry.last_seq;
+                slot.held = Held::State(entry.state.map(Box::new));
+                slot.used.store(used, Ordering::Relaxed);
+            }
+            None => {
+                if entry.version == 0 {
+                    return true;
+                }
+                if evictable {
+                    self.evictable_held += 1;
+                }
+                self.aggregates.insert(
+                    aggregate,
+                    Kept {
+                        org,
+                        version: entry.version,
+                        last_seq: entry.last_seq,
+                        loaded_through: entry.last_seq,
+                        held: Held::State(entry.state.map(Box::new)),
+                        used: AtomicU64::new(used),
+                    },
+                );
+            }
+        }
+        self.evict_past_capacity();
+        true
+    }
+
+    /// Whether states of this type may be evicted from this `Known`.
+    fn evictable(&self, aggregate_type: AggregateType) -> bool {
+        self.capacity.is_some()
+            && !matches!(
+                aggregate_type,
+                AggregateType::User
+                    | AggregateType::Appointment
+                    | AggregateType::Hospital
+                    | AggregateType::Insurer
+                    | AggregateType::EdgeNode
+            )
+    }
+
+    /// Evicts the least recently used evictable states once they exceed the capacity by an
+    /// eighth (so the scan runs once per eighth of the capacity inserted).
+    fn evict_past_capacity(&mut self) {
+        let Some(capacity) = self.capacity else {
+            return;
+        };
+        if self.evictable_held <= capacity + capacity / 8 {
+            return;
+        }
+        let mut held: Vec<(u64, AggregateRef)> = self
+            .aggregates
+            .iter()
+            .filter(|(key, slot)| {
+                matches!(slot.held, Held::State(_)) && self.evictable(key.aggregate_type)
+            })
+            .map(|(key, slot)| (slot.used.load(Ordering::Relaxed), *key))
+            .collect();
+        held.sort_unstable_by_key(|(used, _)| *used);
+        let excess = held.len().saturating_sub(capacity);
+        for (_, key) in held.into_iter().take(excess) {
+            if let Some(slot) = self.aggregates.get_mut(&key) {
+                slot.held = Held::Evicted;
+            }
+        }
+        self.evictable_held = capacity;
     }
 
     pub fn command(&self, command_id: CommandId) -> Option<&CommandResult> {
@@ -208,19 +384,7 @@ impl Known {
         if !(self.keep_state)(key.aggregate_type) {
             return Folded::Applied;
         }
-        let entry = self.aggregates.entry(key).or_default();
-        if stream_seq < entry.last_seq {
-            // Only an unchecked write can land under a later one; the state is folded in
-            // arrival order, as the projectors do.
-            tracing::warn!(aggregate = ?key, stream_seq, last_seq = entry.last_seq,
-                "an event reached the stream before one already folded");
-        }
-        let before = entry.state.take();
-        let after = evolve(before.clone(), event, &envelope.stamp());
-        entry.version += 1;
-        entry.last_seq = entry.last_seq.max(stream_seq);
-        entry.state = after.clone();
-        self.reindex(before.as_ref(), after.as_ref());
+        self.fold_state(key, event, &envelope.stamp(), Some(stream_seq));
         if !self.keep_commands {
             return Folded::Applied;
         }
@@ -252,12 +416,59 @@ impl Known {
         if !(self.keep_state)(event.aggregate().aggregate_type) {
             return;
         }
-        let entry = self.aggregates.entry(event.aggregate()).or_default();
-        let before = entry.state.take();
+        self.fold_state(event.aggregate(), event, stamp, None);
+    }
+
+    /// Folds one event into its aggregate's version, sequence (`None`: not in the stream yet)
+    /// and, if cached, state.
+    fn fold_state(
+        &mut self,
+        key: AggregateRef,
+        event: &Event,
+        stamp: &domain::state::Stamp,
+        stream_seq: Option<u64>,
+    ) {
+        let used = self.clock.fetch_add(1, Ordering::Relaxed);
+        let evictable = self.evictable(key.aggregate_type);
+        let mut added = false;
+        let slot = self.aggregates.entry(key).or_insert_with(|| {
+            added = true;
+            Kept {
+                org: event.org_id(),
+                version: 0,
+                last_seq: 0,
+                loaded_through: 0,
+                held: Held::State(None),
+                used: AtomicU64::new(used),
+            }
+        });
+        if let Some(seq) = stream_seq {
+            if seq <= slot.loaded_through {
+                // Read with the aggregate's load, which is already folded in.
+                return;
+            }
+            if seq < slot.last_seq {
+                // Only an unchecked write can land under a later one; the state is folded in
+                // arrival order, as the projectors do.
+                tracing::warn!(aggregate = ?key, stream_seq = seq, last_seq = slot.last_seq,
+                    "an event reached the stream before one already folded");
+            }
+            slot.last_seq = slot.last_seq.max(seq);
+        }
+        slot.version += 1;
+        let Held::State(state) = &mut slot.held else {
+            // Not cached: read again from the stream when a decision needs it.
+            return;
+        };
+        slot.used.store(used, Ordering::Relaxed);
+        let before = state.take().map(|b| *b);
         let after = evolve(before.clone(), event, stamp);
-        entry.version += 1;
-        entry.state = after.clone();
+        *state = after.clone().map(Box::new);
+        if added && evictable {
+            self.evictable_held += 1;
+        }
         self.reindex(before.as_ref(), after.as_ref());
+        self.evict_past_capacity();
     }
 
     /// Records that an event was seen in the stream without folding it again (it was folded
@@ -269,8 +480,8 @@ impl Known {
             .or_default()
             .insert(glance.origin.node_seq);
         let key = AggregateRef::new(glance.aggregate_type, glance.aggregate_id);
-        if let Some(entry) = self.aggregates.get_mut(&key) {
-            entry.last_seq = entry.last_seq.max(stream_seq);
+        if let Some(slot) = self.aggregates.get_mut(&key) {
+            slot.last_seq = slot.last_seq.max(stream_seq);
         }
     }
 
@@ -306,7 +517,7 @@ impl Known {
                     .entry(u.username.as_str().to_owned())
                     .or_insert(u.user_id);
             }
-            (before, Some(AggregateState::Patient(p))) => {
+            (before, Some(AggregateState::Patient(p))) if self.index_national_ids => {
                 if let Some(AggregateState::Patient(old)) = before
                     && let Some(old_id) = &old.details.national_id
                     && let Some(set) = self
@@ -331,7 +542,7 @@ impl Known {
 
 impl Facts for Known {
     fn state(&self, aggregate: AggregateRef) -> Option<AggregateState> {
-        self.aggregates.get(&aggregate)?.state.clone()
+        self.held_state(self.aggregates.get(&aggregate)?)
     }
 
     fn doctor_slots(&self, doctor: UserId, from: Timestamp, to: Timestamp) -> Vec<Slot> {
@@ -377,6 +588,9 @@ impl ConflictFacts for Known {
 pub struct Overlay<'a> {
     known: &'a Known,
     changed: HashMap<AggregateRef, Entry>,
+    /// Aggregates a decision asked for whose state is not cached: the decision is void, and
+    /// is made again once they are loaded.
+    misses: RefCell<HashSet<AggregateRef>>,
 }
 
 impl<'a> Overlay<'a> {
@@ -384,15 +598,26 @@ impl<'a> Overlay<'a> {
         Overlay {
             known,
             changed: HashMap::new(),
+            misses: RefCell::new(HashSet::new()),
         }
     }
 
     pub fn entry(&self, aggregate: &AggregateRef) -> Entry {
         self.changed
             .get(aggregate)
-            .or_else(|| self.known.entry(aggregate))
             .cloned()
+            .or_else(|| self.known.entry(aggregate))
             .unwrap_or_default()
+    }
+
+    /// Whether this aggregate's state is not at hand (not decided in this batch, not cached).
+    pub fn is_missing(&self, aggregate: &AggregateRef) -> bool {
+        !self.changed.contains_key(aggregate) && self.known.is_evicted(aggregate)
+    }
+
+    /// The aggregates asked for since the last call whose state is not at hand.
+    pub fn take_misses(&self) -> HashSet<AggregateRef> {
+        std::mem::take(&mut *self.misses.borrow_mut())
     }
 
     /// Folds a decided event; returns the aggregate's version after it.
@@ -431,6 +656,10 @@ impl Facts for Overlay<'_> {
     fn state(&self, aggregate: AggregateRef) -> Option<AggregateState> {
         match self.changed.get(&aggregate) {
             Some(entry) => entry.state.clone(),
+            None if self.known.is_evicted(&aggregate) => {
+                self.misses.borrow_mut().insert(aggregate);
+                None
+            }
             None => self.known.state(aggregate),
         }
     }
@@ -465,5 +694,157 @@ impl Facts for Overlay<'_> {
             || self.changed.values().any(
                 |e| matches!(&e.state, Some(AggregateState::User(u)) if &u.username == username),
             )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::envelope::{Actor, EnvelopeDraft, Origin, Recording};
+    use domain::event::StockReceived;
+    use uuid::Uuid;
+
+    struct Node {
+        key: ed25519_dalek::SigningKey,
+        id: NodeId,
+        seq: u64,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            Node {
+                key: ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+                id: NodeId::from_uuid(Uuid::now_v7()),
+                seq: 0,
+            }
+        }
+
+        fn record(&mut self, event: Event) -> Envelope {
+            self.seq += 1;
+            EnvelopeDraft::new(
+                &event,
+                Recording {
+                    event_id: EventId::from_uuid(Uuid::now_v7()),
+                    aggregate_version: 1,
+                    occurred_at: Timestamp::new(chrono::Utc::now()),
+                    actor: Actor {
+                        user_id: UserId::from_uuid(Uuid::now_v7()),
+                        role: Role::Pharmacist,
+                    },
+                    origin: Origin {
+                        node_id: self.id,
+                        node_seq: self.seq,
+                    },
+                    command_id: CommandId::from_uuid(Uuid::now_v7()),
+                    correlation_id: Uuid::now_v7(),
+                    causation_id: Uuid::now_v7(),
+                    prev_hash: domain::envelope::Hash::GENESIS,
+                },
+            )
+            .seal(&self.key)
+            .unwrap()
+        }
+    }
+
+    fn received(hospital: HospitalId, drug: &str, quantity: i64) -> (AggregateRef, Event) {
+        let drug_code = DrugCode::parse(drug).unwrap();
+        let stock_item_id = StockItemId::for_drug(hospital, &drug_code);
+        let event: Event = StockReceived {
+            stock_item_id,
+            hospital_id: hospital,
+            drug_code,
+            name: Name::parse("Amoxicillin").unwrap(),
+            quantity: Quantity::new(quantity).unwrap(),
+            batch: None,
+            expires_on: None,
+        }
+        .into();
+        (event.aggregate(), event)
+    }
+
+    fn balance(known: &Known, key: AggregateRef) -> Option<i64> {
+        match known.state(key) {
+            Some(AggregateState::StockItem(s)) => Some(s.balance),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_states_are_evicted_and_a_load_puts_one_back() {
+        let mut node = Node::new();
+        let h = HospitalId::from_uuid(Uuid::now_v7());
+        let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 1);
+        let (a, first) = received(h, "AMOX500", 5);
+        let (b, other) = received(h, "PARA500", 3);
+        known.fold(&node.record(first.clone()), &first, 1);
+        known.fold(&node.record(other.clone()), &other, 2);
+        assert!(
+            known.is_evicted(&a),
+            "the older state went past the capacity"
+        );
+        assert_eq!(balance(&known, b), Some(3));
+        assert_eq!(balance(&known, a), None, "an evicted state is not answered");
+
+        // An event of an evicted aggregate moves its version and sequence, not a state.
+        let (_, more) = received(h, "AMOX500", 2);
+        known.fold(&node.record(more.clone()), &more, 3);
+        let entry = known.entry(&a).unwrap();
+        assert_eq!((entry.version, entry.last_seq), (2, 3));
+        assert!(known.is_evicted(&a));
+
+        // A load older than what is known is refused; one up to date is put back.
+        let stale = Entry {
+            state: None,
+            version: 1,
+            last_seq: 1,
+        };
+        assert!(!known.install(a, h.into(), stale));
+        let mut loaded = Entry {
+            state: None,
+            version: 0,
+            last_seq: 3,
+        };
+        for (event, seq) in [(&first, 1), (&more, 3)] {
+            loaded.state = evolve(
+                loaded.state.take(),
+                event,
+                &node.record(event.clone()).stamp(),
+            );
+            loaded.version += 1;
+            loaded.last_seq = seq;
+        }
+        assert!(known.install(a, h.into(), loaded));
+        assert_eq!(balance(&known, a), Some(7));
+        assert!(known.is_evicted(&b), "putting one back evicted the other");
+    }
+
+    #[test]
+    fn the_follower_passes_over_what_a_load_already_covered() {
+        let mut node = Node::new();
+        let h = HospitalId::from_uuid(Uuid::now_v7());
+        let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 10);
+        let (a, first) = received(h, "AMOX500", 5);
+        let (_, more) = received(h, "AMOX500", 2);
+        // The writer loaded both events (stream sequences 4 and 9) before the follower got
+        // there.
+        let mut loaded = Entry::default();
+        for event in [&first, &more] {
+            loaded.state = evolve(
+                loaded.state.take(),
+                event,
+                &node.record(event.clone()).stamp(),
+            );
+            loaded.version += 1;
+        }
+        loaded.last_seq = 9;
+        assert!(known.install(a, h.into(), loaded));
+        known.fold(&node.record(first.clone()), &first, 4);
+        known.fold(&node.record(more.clone()), &more, 9);
+        assert_eq!(balance(&known, a), Some(7), "each event folded once");
+        assert_eq!(known.entry(&a).unwrap().version, 2);
+        let (_, later) = received(h, "AMOX500", 1);
+        known.fold(&node.record(later.clone()), &later, 12);
+        assert_eq!(balance(&known, a), Some(8));
+        assert_eq!(known.entry(&a).unwrap().version, 3);
     }
 }

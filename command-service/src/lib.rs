@@ -34,6 +34,8 @@ pub const NODE_KEY_FILE: &str = "central-node.key";
 /// The file in the data dir that holds the key TOTP secrets are derived from (unless
 /// `HMS_MFA_KEY` names another).
 pub const MFA_KEY_FILE: &str = "mfa.key";
+/// How many states of evictable aggregates the writer keeps by default.
+pub const DEFAULT_STATE_CACHE: usize = 100_000;
 /// The bootstrap admin's login name (CONTRACT.md).
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 
@@ -62,6 +64,9 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// Fault injection for tests: abort when a batch needs filling, before it is filled.
     pub crash_before_fill: bool,
+    /// How many states of evictable aggregates (plans, claims, invoices, prescriptions, lab
+    /// orders, stock items, patients) the writer keeps in memory ([`known`]).
+    pub state_cache: usize,
 }
 
 impl Config {
@@ -82,6 +87,7 @@ impl Config {
             login_window: limits::WINDOW,
             lease_ttl: streams::DEFAULT_LEASE_TTL,
             crash_before_fill: false,
+            state_cache: DEFAULT_STATE_CACHE,
         }
     }
 }
@@ -234,7 +240,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .context("the writer's journal bucket")?;
 
-    let known = Arc::new(RwLock::new(Known::new(node_id)));
+    let known = Arc::new(RwLock::new(Known::for_writer(node_id, config.state_cache)));
     let progress = Arc::new(follower::Progress::default());
     let mut tasks = Vec::new();
     let on_event = edge_consumers(js.clone(), config.names.clone());

@@ -31,7 +31,7 @@
 //!   the chain's head. Losing the lease mid-batch abandons the batch (its commands get 503; a
 //!   retry with the same `command_id` finds what was stored) and starts that again.
 
-use crate::known::{ChainHead, Known, Overlay};
+use crate::known::{ChainHead, Entry, Known, Overlay};
 use crate::lease::{Lease, Leases};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
@@ -261,7 +261,12 @@ async fn run(
                 }
             }
             batch_sizes.observe(batch.len() as u64);
-            match write_batch(&parts, &lease, &mut head, batch).await {
+            let mut misses = HashSet::new();
+            let written = write_batch(&parts, &lease, &mut head, batch, &mut misses).await;
+            if !misses.is_empty() {
+                load(&parts, misses).await;
+            }
+            match written {
                 Written::Done(again) => retry.extend(again),
                 Written::Abandoned(again) => {
                     retry.extend(again);
@@ -454,6 +459,7 @@ async fn write_batch(
     lease: &Lease,
     head: &mut Option<ChainHead>,
     batch: Vec<Waiting>,
+    misses: &mut HashSet<AggregateRef>,
 ) -> Written {
     let mut units: Vec<Unit> = Vec::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
@@ -481,7 +487,37 @@ async fn write_batch(
                 deferred.push(waiting);
                 continue;
             }
-            let decided = match decide(&waiting.job, &overlay) {
+            let decided = decide(&waiting.job, &overlay);
+            let mut missed = overlay.take_misses();
+            if let Ok(decided) = &decided {
+                missed.extend(
+                    decided
+                        .events
+                        .iter()
+                        .map(|(_, e)| e.aggregate())
+                        .filter(|a| overlay.is_missing(a)),
+                );
+            }
+            if !missed.is_empty() {
+                // Decided without a state that is not cached: void; decided again once loaded.
+                misses.extend(missed);
+                let attempts = waiting.attempts + 1;
+                if attempts >= MAX_ATTEMPTS {
+                    answer(
+                        waiting.job,
+                        Reply::Unavailable(
+                            "a record this command needs could not be read from JetStream; nothing was recorded, try again".into(),
+                        ),
+                    );
+                } else {
+                    deferred.push(Waiting {
+                        job: waiting.job,
+                        attempts,
+                    });
+                }
+                continue;
+            }
+            let decided = match decided {
                 Ok(decided) => decided,
                 Err(rejection) => {
                     answer(waiting.job, Reply::Refused(rejection));
@@ -689,6 +725,75 @@ async fn write_batch(
         catch_up(parts, &refused).await;
     }
     Written::Done(again)
+}
+
+/// Reads the histories of aggregates whose states a decision needed and the cache did not hold,
+/// each from its subject, into what is known.
+async fn load(parts: &WriterParts, keys: HashSet<AggregateRef>) {
+    let Ok(stream) = parts
+        .js
+        .get_stream_no_info(parts.names.events_stream())
+        .await
+    else {
+        return;
+    };
+    let wanted: Vec<(AggregateRef, domain::values::OrgId, u64)> = {
+        let known = parts.known.read().expect("known");
+        keys.into_iter()
+            .filter_map(|key| Some((key, known.org_of(&key)?, known.entry(&key)?.last_seq)))
+            .collect()
+    };
+    let stream = &stream;
+    let loads = wanted.into_iter().map(|(key, org, through)| async move {
+        let subject = format!(
+            "{}.events.{org}.{}.{}",
+            parts.names.prefix(),
+            key.aggregate_type.as_str(),
+            key.id
+        );
+        (key, org, load_one(stream, subject, through).await)
+    });
+    for (key, org, loaded) in futures::future::join_all(loads).await {
+        match loaded {
+            Ok(entry) => {
+                if !parts.known.write().expect("known").install(key, org, entry) {
+                    tracing::debug!(aggregate = ?key, "a loaded aggregate changed meanwhile");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(aggregate = ?key, "an aggregate's history cannot be read: {e}")
+            }
+        }
+    }
+}
+
+/// Folds one aggregate's events up to stream sequence `through`, read message by message from
+/// its subject (each the next one on them: one request per event, which a JetStream consumer
+/// would cost more than for the few events most aggregates have).
+async fn load_one(
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    subject: String,
+    through: u64,
+) -> Result<Entry, String> {
+    let mut entry = Entry::default();
+    let mut from = 1;
+    while from <= through {
+        let message = stream
+            .raw_message_builder()
+            .sequence(from)
+            .next_by_subject(subject.clone())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let envelope: Envelope =
+            serde_json::from_slice(&message.payload).map_err(|e| e.to_string())?;
+        let event = envelope.event().map_err(|e| e.to_string())?;
+        entry.state = domain::state::evolve(entry.state.take(), &event, &envelope.stamp());
+        entry.version += 1;
+        entry.last_seq = message.sequence;
+        from = message.sequence + 1;
+    }
+    Ok(entry)
 }
 
 /// The most bytes of events one batch seals; past it, the rest waits for the next batch (one

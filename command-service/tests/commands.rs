@@ -263,3 +263,82 @@ async fn a_writer_whose_lease_lapsed_in_a_long_outage_takes_its_chain_again() {
     assert_eq!(verify_central_chain(&history, service.data.path()), 4);
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_on_states_the_cache_evicted_read_them_again_from_the_stream() {
+    let mut service = Service::unstarted(&nats_url(), &prefix());
+    let mut config = service.config();
+    config.state_cache = 1;
+    service.start_with(config).await;
+    let admin = service.admin();
+    let insurer = Uuid::now_v7();
+    service
+        .ok(
+            &admin,
+            json!({"command_id": id(), "type": "RegisterInsurer",
+            "insurer_id": insurer, "name": "Afya Mutual"}),
+        )
+        .await;
+    let token = service.token_for(Uuid::now_v7(), insurer, &[Role::Insurer], 600);
+    let publish = |plan: Uuid| {
+        json!({"command_id": id(), "type": "PublishPlan", "plan_id": plan,
+            "insurer_id": insurer, "name": "Afya Gold", "currency": "KES",
+            "premium_cents": 250000, "coverage": [{"service_code": "CONSULT", "percent": 80,
+            "cap_cents": 1000000}]})
+    };
+    let plans: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    for plan in &plans {
+        service.ok(&token, publish(*plan)).await;
+    }
+    // Each plan in turn: with one state cached, every decision reads its plan again.
+    for round in 0..3 {
+        for plan in &plans {
+            service
+                .ok(
+                    &token,
+                    json!({"command_id": id(), "type": "UpdatePlanTerms",
+                    "plan_id": plan, "premium_cents": 260000 + round}),
+                )
+                .await;
+        }
+    }
+    {
+        let known = service
+            .running
+            .as_ref()
+            .unwrap()
+            .shared
+            .known
+            .read()
+            .unwrap();
+        let evicted = plans
+            .iter()
+            .filter(|p| {
+                known.is_evicted(&domain::event::AggregateRef::new(
+                    domain::values::AggregateType::Plan,
+                    **p,
+                ))
+            })
+            .count();
+        assert!(
+            evicted >= 3,
+            "at most one plan's state is cached: {evicted} evicted"
+        );
+    }
+    // A plan whose state is not cached still exists for a decision.
+    let again = service.command(&token, publish(plans[0])).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+
+    // Every plan's events carry versions 1, 2, 3, 4 in stream order.
+    let history = stream_contents(&service.nats_url, &service.prefix).await;
+    for plan in &plans {
+        let versions: Vec<u64> = history
+            .iter()
+            .filter(|e| e.aggregate_id == *plan)
+            .map(|e| e.aggregate_version)
+            .collect();
+        assert_eq!(versions, [1, 2, 3, 4], "plan {plan}");
+    }
+    verify_central_chain(&history, service.data.path());
+    service.stop().await;
+}
