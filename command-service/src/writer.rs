@@ -778,21 +778,40 @@ async fn load_one(
     let mut entry = Entry::default();
     let mut from = 1;
     while from <= through {
-        let message = stream
+        let message = match stream
             .raw_message_builder()
             .sequence(from)
             .next_by_subject(subject.clone())
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(message) => message,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+            {
+                break;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if message.sequence > through {
+            // Past what is known: the follower folds it when it gets there.
+            break;
+        }
         let envelope: Envelope =
             serde_json::from_slice(&message.payload).map_err(|e| e.to_string())?;
         let event = envelope.event().map_err(|e| e.to_string())?;
         entry.state = domain::state::evolve(entry.state.take(), &event, &envelope.stamp());
         entry.version += 1;
-        entry.last_seq = message.sequence;
         from = message.sequence + 1;
     }
+    if entry.version == 0 {
+        return Err(format!(
+            "no event on {subject} up to stream sequence {through}"
+        ));
+    }
+    // Every message of the subject up to `through` is folded in.
+    entry.last_seq = through;
     Ok(entry)
 }
 
