@@ -196,14 +196,17 @@ async fn record_command(
     *command_kind = Some(kind);
     tracing::Span::current().record("command", kind.as_str());
     auth::require_enrolled(&shared, &actor)?;
-    // A retry is answered from what is known, without parsing (or hashing) anything.
-    if let Some(first) = shared
-        .known
-        .read()
-        .expect("known")
-        .command(command_id)
-        .cloned()
-    {
+    // A retry is answered from its events in the stream, without parsing (or hashing)
+    // anything.
+    let recorded = shared.known.read().expect("known").recorded(command_id);
+    if let Some(seqs) = recorded {
+        require_nats(&shared)?;
+        let first = shared
+            .writer
+            .results()
+            .read(command_id, &seqs)
+            .await
+            .map_err(ApiError::Unavailable)?;
         return Ok((StatusCode::OK, Json(first)).into_response());
     }
     require_nats(&shared)?;

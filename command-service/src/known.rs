@@ -1,8 +1,8 @@
 //! What the command service knows of the history: every aggregate's state, version and last
 //! stream sequence, folded from HMS_EVENTS, with the indexes a decision or the reconciler needs
-//! beyond its own aggregate (a doctor's appointments, usernames, national ids), the result of
-//! every recorded command (so a retried `command_id` answers 200, also after a restart), and
-//! the head of this service's own chain.
+//! beyond its own aggregate (a doctor's appointments, usernames, national ids), where every
+//! recorded command's events are in the stream (so a retried `command_id` answers 200 with the
+//! result read back from them, also after a restart), and the head of this service's own chain.
 //!
 //! Two instances exist: the writer's (folded from the stream and, right after each
 //! acknowledgement, from the writer's own events, so the next decision sees them) and the
@@ -22,7 +22,6 @@ use domain::event::{AggregateRef, Event};
 use domain::facts::Facts;
 use domain::state::{AggregateState, evolve};
 use domain::values::*;
-use domain::wire::CommandResult;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +104,16 @@ pub enum Folded {
     Duplicate,
 }
 
+/// Where a recorded command's events are: the node that recorded it (an index into
+/// `Known::command_nodes`) and their stream sequences.
+#[derive(Debug)]
+struct RecordedAt {
+    node: u32,
+    first: u64,
+    /// The sequences of its second and later events (most commands record one).
+    more: Option<Box<[u64]>>,
+}
+
 /// What is kept of one aggregate: always its place in the stream, its state while cached.
 #[derive(Debug)]
 struct Kept {
@@ -140,9 +149,13 @@ pub struct Known {
     doctor_appointments: HashMap<UserId, HashSet<AppointmentId>>,
     usernames: HashMap<String, UserId>,
     national_ids: HashMap<(HospitalId, NationalId), BTreeSet<PatientId>>,
-    /// Each recorded command's result and the node that recorded it (kept only by the writer's
-    /// instance, which answers retried commands).
-    commands: HashMap<CommandId, (NodeId, CommandResult)>,
+    /// Where each recorded command's events are in the stream, and which node recorded them
+    /// (kept only by the writer's instance, which answers retried commands). A retry's answer
+    /// is read back from those events: a few dozen bytes a command, not its whole result.
+    commands: HashMap<CommandId, RecordedAt>,
+    /// The nodes `commands` names, by index (a node id is 16 bytes, its index 4).
+    command_nodes: Vec<NodeId>,
+    command_node_index: HashMap<NodeId, u32>,
     keep_commands: bool,
     /// Whether the state of aggregates of a type is kept (the reconciler's keeps only what
     /// its rules read).
@@ -168,6 +181,8 @@ impl Known {
             usernames: HashMap::new(),
             national_ids: HashMap::new(),
             commands: HashMap::new(),
+            command_nodes: Vec::new(),
+            command_node_index: HashMap::new(),
             keep_commands: true,
             keep_state: |_| true,
             nodes: HashMap::new(),
@@ -327,8 +342,30 @@ impl Known {
         self.evictable_held = capacity;
     }
 
-    pub fn command(&self, command_id: CommandId) -> Option<&CommandResult> {
-        self.commands.get(&command_id).map(|(_, result)| result)
+    /// The stream sequences of a recorded command's events, in the order they were stored
+    /// (its result is [`domain::envelope::Envelope::recorded`] of each); `None` if the command
+    /// is not known.
+    pub fn recorded(&self, command_id: CommandId) -> Option<Vec<u64>> {
+        let at = self.commands.get(&command_id)?;
+        let mut seqs = Vec::with_capacity(1 + at.more.as_ref().map_or(0, |m| m.len()));
+        seqs.push(at.first);
+        seqs.extend(at.more.iter().flat_map(|m| m.iter().copied()));
+        Some(seqs)
+    }
+
+    /// How many commands are known (their results can be answered again).
+    pub fn command_count(&self) -> usize {
+        self.commands.len()
+    }
+
+    fn command_node(&mut self, node: NodeId) -> u32 {
+        if let Some(&index) = self.command_node_index.get(&node) {
+            return index;
+        }
+        let index = u32::try_from(self.command_nodes.len()).expect("fewer than 2^32 nodes");
+        self.command_nodes.push(node);
+        self.command_node_index.insert(node, index);
+        index
     }
 
     pub fn head(&self) -> Option<ChainHead> {
@@ -388,24 +425,26 @@ impl Known {
         if !self.keep_commands {
             return Folded::Applied;
         }
-        let recorded = envelope.recorded();
-        let (node, result) = self.commands.entry(envelope.command_id).or_insert_with(|| {
-            (
-                origin.node_id,
-                CommandResult {
-                    command_id: envelope.command_id,
-                    events: Vec::new(),
-                },
-            )
-        });
-        // The same command id sent to two nodes is two commands; the first to arrive answers.
-        if *node == origin.node_id
-            && !result
-                .events
-                .iter()
-                .any(|e| e.event_id == recorded.event_id)
-        {
-            result.events.push(recorded);
+        let node = self.command_node(origin.node_id);
+        match self.commands.entry(envelope.command_id) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(RecordedAt {
+                    node,
+                    first: stream_seq,
+                    more: None,
+                });
+            }
+            // The same command id sent to two nodes is two commands; the first to arrive answers.
+            std::collections::hash_map::Entry::Occupied(mut occupied) => {
+                let at = occupied.get_mut();
+                if at.node == node && at.first != stream_seq {
+                    let mut more = at.more.take().map(Vec::from).unwrap_or_default();
+                    if !more.contains(&stream_seq) {
+                        more.push(stream_seq);
+                    }
+                    at.more = Some(more.into_boxed_slice());
+                }
+            }
         }
         Folded::Applied
     }
@@ -720,6 +759,10 @@ mod tests {
         }
 
         fn record(&mut self, event: Event) -> Envelope {
+            self.record_for(event, CommandId::from_uuid(Uuid::now_v7()))
+        }
+
+        fn record_for(&mut self, event: Event, command_id: CommandId) -> Envelope {
             self.seq += 1;
             EnvelopeDraft::new(
                 &event,
@@ -735,7 +778,7 @@ mod tests {
                         node_id: self.id,
                         node_seq: self.seq,
                     },
-                    command_id: CommandId::from_uuid(Uuid::now_v7()),
+                    command_id,
                     correlation_id: Uuid::now_v7(),
                     causation_id: Uuid::now_v7(),
                     prev_hash: domain::envelope::Hash::GENESIS,
@@ -816,6 +859,34 @@ mod tests {
         assert!(known.install(a, h.into(), loaded));
         assert_eq!(balance(&known, a), Some(7));
         assert!(known.is_evicted(&b), "putting one back evicted the other");
+    }
+
+    #[test]
+    fn a_command_is_known_by_the_stream_sequences_of_its_own_nodes_events() {
+        let h = HospitalId::from_uuid(Uuid::now_v7());
+        let (mut edge, mut other) = (Node::new(), Node::new());
+        let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 10);
+        let mut reconciler = Known::for_reconciler(NodeId::from_uuid(Uuid::now_v7()));
+        let command = CommandId::from_uuid(Uuid::now_v7());
+        let (_, first) = received(h, "AMOX500", 5);
+        let (_, second) = received(h, "PARA500", 3);
+        let (_, elsewhere) = received(h, "IBUP200", 1);
+        let first_at = edge.record_for(first.clone(), command);
+        let second_at = edge.record_for(second.clone(), command);
+        // The same id sent to another node is another command: not part of this one's result.
+        let elsewhere_at = other.record_for(elsewhere.clone(), command);
+        for k in [&mut known, &mut reconciler] {
+            k.fold(&first_at, &first, 3);
+            k.fold(&elsewhere_at, &elsewhere, 4);
+            k.fold(&second_at, &second, 7);
+            // Delivered again: folded once.
+            k.fold(&second_at, &second, 7);
+        }
+        assert_eq!(known.recorded(command), Some(vec![3, 7]));
+        assert_eq!(known.command_count(), 1);
+        assert_eq!(known.recorded(CommandId::from_uuid(Uuid::now_v7())), None);
+        // The reconciler answers no client: it keeps no commands.
+        assert_eq!(reconciler.recorded(command), None);
     }
 
     #[test]

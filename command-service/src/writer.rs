@@ -117,9 +117,73 @@ pub struct Writer {
     /// Whether the writer holds its chain's lease and has taken the chain's head.
     writing: watch::Receiver<bool>,
     stop: Arc<watch::Sender<bool>>,
+    results: Results,
+}
+
+/// Reads a recorded command's result back from its events in the stream (what is known keeps
+/// only where they are: [`Known::recorded`]).
+#[derive(Clone, Debug)]
+pub struct Results {
+    js: async_nats::jetstream::Context,
+    events_stream: String,
+}
+
+impl Results {
+    pub fn new(js: async_nats::jetstream::Context, names: &Names) -> Results {
+        Results {
+            js,
+            events_stream: names.events_stream(),
+        }
+    }
+
+    /// The result a command got, from its events at `seqs`; an error if the stream cannot be
+    /// read (the client may retry) or does not hold them.
+    pub async fn read(&self, command_id: CommandId, seqs: &[u64]) -> Result<CommandResult, String> {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            format!(
+                "the first result of command {command_id} cannot be read from JetStream now: {e}; nothing was recorded again, try again"
+            )
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.events_stream)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        let reads = seqs.iter().map(|&seq| stream.get_raw_message(seq));
+        let mut events = Vec::with_capacity(seqs.len());
+        for message in futures::future::join_all(reads).await {
+            let message = message.map_err(|e| unreadable(&e))?;
+            let envelope: Envelope =
+                serde_json::from_slice(&message.payload).map_err(|e| unreadable(&e))?;
+            if envelope.command_id != command_id {
+                return Err(unreadable(&format!(
+                    "stream sequence {} holds an event of command {}",
+                    message.sequence, envelope.command_id
+                )));
+            }
+            events.push(envelope.recorded());
+        }
+        Ok(CommandResult { command_id, events })
+    }
+
+    /// [`Results::read`] as the writer answers it.
+    async fn reply(&self, command_id: CommandId, seqs: &[u64]) -> Reply {
+        match self.read(command_id, seqs).await {
+            Ok(result) => Reply::AlreadyRecorded(result),
+            Err(e) => {
+                tracing::warn!(%command_id, "{e}");
+                Reply::Unavailable(e)
+            }
+        }
+    }
 }
 
 impl Writer {
+    /// Reads a recorded command's result back from the stream.
+    pub fn results(&self) -> &Results {
+        &self.results
+    }
+
     /// Whether the writer is writing now (it holds the chain's lease and its head).
     pub fn writing(&self) -> bool {
         *self.writing.borrow()
@@ -188,6 +252,7 @@ pub fn start(parts: WriterParts) -> (Writer, tokio::task::JoinHandle<()>) {
     let batch_sizes = Arc::new(Histogram::new(&Buckets::SIZES));
     let (writing_tx, writing) = watch::channel(false);
     let (stop, stopping) = watch::channel(false);
+    let results = Results::new(parts.js.clone(), &parts.names);
     let task = tokio::spawn(run(parts, queue, batch_sizes.clone(), writing_tx, stopping));
     (
         Writer {
@@ -195,6 +260,7 @@ pub fn start(parts: WriterParts) -> (Writer, tokio::task::JoinHandle<()>) {
             batch_sizes,
             writing,
             stop: Arc::new(stop),
+            results,
         },
         task,
     )
@@ -478,8 +544,13 @@ async fn write_batch(
                 deferred.push(waiting);
                 continue;
             }
-            if let Some(first) = known.command(command_id) {
-                answer(waiting.job, Reply::AlreadyRecorded(first.clone()));
+            if let Some(seqs) = known.recorded(command_id) {
+                // Answered from its events in the stream, off the writer's path.
+                let results = Results::new(parts.js.clone(), &parts.names);
+                tokio::spawn(async move {
+                    let reply = results.reply(command_id, &seqs).await;
+                    answer(waiting.job, reply);
+                });
                 continue;
             }
             if in_batch.contains_key(&command_id) {

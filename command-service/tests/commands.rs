@@ -83,13 +83,24 @@ async fn a_retry_answers_the_first_result_also_after_a_restart() {
     );
     assert_eq!(after_restart.body, first.body);
     // The chain goes on from where it was, without a gap.
-    service
-        .ok(
-            &admin,
-            json!({"command_id": id(), "type": "RegisterInsurer",
-            "insurer_id": Uuid::now_v7(), "name": "Jubilee"}),
-        )
-        .await;
+    // The same command sent eight times at once: one recording, seven answers read back from
+    // the stream (some by the writer, when a copy reached it before the first was known).
+    let insurer = json!({"command_id": id(), "type": "RegisterInsurer",
+        "insurer_id": Uuid::now_v7(), "name": "Jubilee"});
+    let answers =
+        futures::future::join_all((0..8).map(|_| service.command(&admin, insurer.clone()))).await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    for answer in &answers {
+        assert!(
+            answer.status == StatusCode::OK || answer.status == StatusCode::CREATED,
+            "{answer:?}"
+        );
+        assert_eq!(answer.body, created[0].body);
+    }
     let history = stream_contents(&service.nats_url, &service.prefix).await;
     // The node's registration, the bootstrap admin, the hospital, the insurer: nothing twice.
     assert_eq!(verify_central_chain(&history, service.data.path()), 4);

@@ -31,6 +31,7 @@ pub struct Service {
     pub http: reqwest::Client,
 }
 
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
