@@ -14,6 +14,10 @@
 //! and a decision that needs one reads it again from the aggregate's subject
 //! ([`Known::install`] after the writer's load). Users, appointments, hospitals, insurers and
 //! nodes stay, because the lookups (usernames, a doctor's slots) are kept from their states.
+//!
+//! The reconciler's keeps only the states its rules read, in a cache of the same kind: a
+//! judgement that asks for an evicted state ([`Judging`]) is made again once the reconciler has
+//! read it from the aggregate's subject up to the event being judged.
 
 use domain::appointment::Slot;
 use domain::conflict::ConflictFacts;
@@ -200,12 +204,14 @@ impl Known {
         }
     }
 
-    /// The reconciler's `Known`: no command results (it answers no client) and only the state
-    /// of the aggregates the conflict rules read ([`domain::conflict::JUDGED_AGGREGATES`]).
-    pub fn for_reconciler(own_node: NodeId) -> Known {
+    /// The reconciler's `Known`: no command results (it answers no client), only the state of
+    /// the aggregates the conflict rules read ([`domain::conflict::JUDGED_AGGREGATES`]), and of
+    /// evictable types at most `capacity` (a judgement reads the others again: [`Judging`]).
+    pub fn for_reconciler(own_node: NodeId, capacity: usize) -> Known {
         Known {
             keep_commands: false,
             keep_state: domain::conflict::judged,
+            capacity: Some(capacity.max(1)),
             ..Known::new(own_node)
         }
     }
@@ -621,6 +627,73 @@ impl ConflictFacts for Known {
     }
 }
 
+/// The reconciler's view for judging one event: what is known, under states it read again from
+/// the stream for this judgement. Each state it is asked for that is neither cached nor read is
+/// noted: the judgement is then void, and made again once those are read.
+#[derive(Debug)]
+pub struct Judging<'a> {
+    known: &'a Known,
+    read: &'a HashMap<AggregateRef, Entry>,
+    misses: RefCell<HashSet<AggregateRef>>,
+}
+
+impl<'a> Judging<'a> {
+    pub fn new(known: &'a Known, read: &'a HashMap<AggregateRef, Entry>) -> Self {
+        Judging {
+            known,
+            read,
+            misses: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// The states asked for that must be read from the stream first.
+    pub fn take_misses(&self) -> HashSet<AggregateRef> {
+        std::mem::take(&mut *self.misses.borrow_mut())
+    }
+}
+
+impl Facts for Judging<'_> {
+    fn state(&self, aggregate: AggregateRef) -> Option<AggregateState> {
+        match self.read.get(&aggregate) {
+            Some(entry) => entry.state.clone(),
+            None if self.known.is_evicted(&aggregate) => {
+                self.misses.borrow_mut().insert(aggregate);
+                None
+            }
+            None => self.known.state(aggregate),
+        }
+    }
+
+    fn doctor_slots(&self, doctor: UserId, from: Timestamp, to: Timestamp) -> Vec<Slot> {
+        // Appointments are never evicted (the slots are kept from their states).
+        self.known.doctor_slots(doctor, from, to)
+    }
+
+    fn username_taken(&self, username: &Username) -> bool {
+        self.known.username_taken(username)
+    }
+}
+
+impl ConflictFacts for Judging<'_> {
+    fn patients_with_national_id(
+        &self,
+        hospital: HospitalId,
+        national_id: &NationalId,
+    ) -> Vec<PatientId> {
+        let Some(set) = self
+            .known
+            .national_ids
+            .get(&(hospital, national_id.clone()))
+        else {
+            return Vec::new();
+        };
+        set.iter()
+            .copied()
+            .filter(|id| self.patient(*id).is_some_and(|p| p.merged_into.is_none()))
+            .collect()
+    }
+}
+
 /// A batch's view: what is known, plus what the batch decided so far (not yet in the stream),
 /// so the commands of one batch are decided one after another, each seeing those before it.
 #[derive(Debug)]
@@ -866,7 +939,7 @@ mod tests {
         let h = HospitalId::from_uuid(Uuid::now_v7());
         let (mut edge, mut other) = (Node::new(), Node::new());
         let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 10);
-        let mut reconciler = Known::for_reconciler(NodeId::from_uuid(Uuid::now_v7()));
+        let mut reconciler = Known::for_reconciler(NodeId::from_uuid(Uuid::now_v7()), 10);
         let command = CommandId::from_uuid(Uuid::now_v7());
         let (_, first) = received(h, "AMOX500", 5);
         let (_, second) = received(h, "PARA500", 3);

@@ -278,6 +278,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             own_node: node_id,
             writer: writer.clone(),
             leases,
+            state_cache: config.state_cache,
         },
         reconciled.clone(),
         reconciler_stopping,

@@ -11,16 +11,16 @@
 //! the start) or a redelivery, the writer finds the command already recorded and appends
 //! nothing.
 
-use crate::known::Known;
+use crate::known::{Entry, Judging, Known};
 use crate::lease::{Lease, Leases};
 use crate::writer::{Facts, Reply, Writer};
 use domain::envelope::{self, Envelope};
-use domain::event::Event;
+use domain::event::{AggregateRef, Event};
 use domain::state::Stamp;
 use domain::values::{CommandId, EventId, NodeId, Role, UserId};
 use futures::StreamExt;
 use platform::streams::Names;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -56,6 +56,9 @@ pub struct Parts {
     pub own_node: NodeId,
     pub writer: Writer,
     pub leases: Leases,
+    /// The most states of evictable types kept (`HMS_STATE_CACHE`); a judgement reads the
+    /// others again from their subjects.
+    pub state_cache: usize,
 }
 
 /// The lease only one reconciler holds at a time.
@@ -65,7 +68,7 @@ pub const LEASE: &str = "reconciler";
 /// holds it), until `stopping` turns true: then it gives the lease up.
 pub async fn run(parts: Parts, progress: Arc<Progress>, mut stopping: watch::Receiver<bool>) {
     let mut state = State {
-        known: Known::for_reconciler(parts.own_node),
+        known: Known::for_reconciler(parts.own_node, parts.state_cache),
         folded_ahead: HashSet::new(),
     };
     'acquire: loop {
@@ -116,7 +119,7 @@ async fn judge_from(
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
         let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-        if let Some(facts) = judge(state, seq, &message.payload) {
+        if let Some(facts) = judge(parts, state, seq, &message.payload).await? {
             if !lease.wait_held().await {
                 // The lease lapsed (another process may reconcile now). This answer waits until
                 // the lease is taken again; if the other process gave it meanwhile, its id is
@@ -134,30 +137,71 @@ async fn judge_from(
 }
 
 /// Folds one message and returns the answers it calls for, if any.
-fn judge(state: &mut State, seq: u64, payload: &[u8]) -> Option<Facts> {
-    let glance = crate::known::Glance::of(payload)?;
+/// Judges the event at `seq` and folds it; returns the answers to append, if any. An error
+/// (a state could not be read again from the stream) leaves it unfolded, to be judged again.
+async fn judge(
+    parts: &Parts,
+    state: &mut State,
+    seq: u64,
+    payload: &[u8],
+) -> Result<Option<Facts>, String> {
+    let Some(glance) = crate::known::Glance::of(payload) else {
+        return Ok(None);
+    };
     if state
         .folded_ahead
         .remove(&EventId::from_uuid(glance.event_id))
     {
         state.known.mark_seen(&glance, seq);
-        return None;
+        return Ok(None);
     }
     if !state.known.keeps(glance.aggregate_type) {
         // No rule reads or answers this kind of aggregate: only its node's order counts.
         state.known.mark_seen(&glance, seq);
-        return None;
+        return Ok(None);
     }
-    let envelope: Envelope = serde_json::from_slice(payload).ok()?;
-    let event = envelope.event().ok()?;
-    let stamp = envelope.stamp();
-    let answers = domain::conflict::answer(&state.known, &event, &stamp);
-    if state.known.fold(&envelope, &event, seq) == crate::known::Folded::Duplicate {
+    if state.known.folded_before(&glance) {
         // A re-sent event was judged when it first arrived.
-        return None;
+        state.known.pass(seq);
+        return Ok(None);
+    }
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) else {
+        return Ok(None);
+    };
+    let Ok(event) = envelope.event() else {
+        return Ok(None);
+    };
+    let stamp = envelope.stamp();
+    // States the cache evicted are read again, as they stood before this event, until the
+    // judgement asks for none it lacks.
+    let mut read: HashMap<AggregateRef, Entry> = HashMap::new();
+    let answers = loop {
+        let judging = Judging::new(&state.known, &read);
+        let answers = domain::conflict::answer(&judging, &event, &stamp);
+        let misses = judging.take_misses();
+        if misses.is_empty() {
+            break answers;
+        }
+        for key in misses {
+            let entry = read_again(parts, state, key, seq - 1).await?;
+            read.insert(key, entry);
+        }
+    };
+    // The arriving event's own aggregate goes back last: the most recently used, it is not
+    // evicted before its fold below.
+    let own = event.aggregate();
+    let mut installs: Vec<(AggregateRef, Entry)> = read.into_iter().collect();
+    installs.sort_by_key(|(key, _)| *key == own);
+    for (key, entry) in installs {
+        if let Some(org) = state.known.org_of(&key) {
+            state.known.install(key, org, entry);
+        }
+    }
+    if state.known.fold(&envelope, &event, seq) == crate::known::Folded::Duplicate {
+        return Ok(None);
     }
     if answers.is_empty() {
-        return None;
+        return Ok(None);
     }
     let events: Vec<(EventId, Event)> = answers
         .into_iter()
@@ -176,7 +220,7 @@ fn judge(state: &mut State, seq: u64, payload: &[u8]) -> Option<Facts> {
         answers = ?events.iter().map(|(_, e)| e.event_type()).collect::<Vec<_>>(),
         "a clash answered");
     let cause: Uuid = envelope.event_id.into();
-    Some(Facts {
+    Ok(Some(Facts {
         command_id: CommandId::from_uuid(Uuid::new_v5(&cause, b"hms-reconciler-answer")),
         actor: envelope::Actor {
             user_id: reconciler_user(),
@@ -185,7 +229,35 @@ fn judge(state: &mut State, seq: u64, payload: &[u8]) -> Option<Facts> {
         correlation_id: envelope.correlation_id,
         causation_id: cause,
         events,
-    })
+    }))
+}
+
+/// An evicted aggregate's state as it stood at stream sequence `through` (the last event judged),
+/// with the answers this reconciler folded before the stream had them.
+async fn read_again(
+    parts: &Parts,
+    state: &State,
+    key: AggregateRef,
+    through: u64,
+) -> Result<Entry, String> {
+    let org = state
+        .known
+        .org_of(&key)
+        .ok_or_else(|| format!("{key:?} is evicted but its organisation is not known"))?;
+    let stream = parts
+        .js
+        .get_stream_no_info(parts.names.events_stream())
+        .await
+        .map_err(|e| e.to_string())?;
+    let subject = format!(
+        "{}.events.{org}.{}.{}",
+        parts.names.prefix(),
+        key.aggregate_type.as_str(),
+        key.id
+    );
+    crate::writer::load_one(&stream, subject, through, Some(&state.folded_ahead))
+        .await
+        .map_err(|e| format!("{key:?} cannot be read again from the stream: {e}"))
 }
 
 /// Appends the answers; the writer retries until JetStream takes them.

@@ -822,7 +822,7 @@ async fn load(parts: &WriterParts, keys: HashSet<AggregateRef>) {
             key.aggregate_type.as_str(),
             key.id
         );
-        (key, org, load_one(stream, subject, through).await)
+        (key, org, load_one(stream, subject, through, None).await)
     });
     for (key, org, loaded) in futures::future::join_all(loads).await {
         match loaded {
@@ -840,15 +840,19 @@ async fn load(parts: &WriterParts, keys: HashSet<AggregateRef>) {
 
 /// Folds one aggregate's events up to stream sequence `through`, read message by message from
 /// its subject (each the next one on them: one request per event, which a JetStream consumer
-/// would cost more than for the few events most aggregates have).
-async fn load_one(
+/// would cost more than for the few events most aggregates have). Past `through`, only the
+/// events in `ahead` are folded (the reconciler's answers, which it folded before the stream
+/// had them); without `ahead`, the read stops there.
+pub(crate) async fn load_one(
     stream: &async_nats::jetstream::stream::Stream<()>,
     subject: String,
     through: u64,
+    ahead: Option<&HashSet<EventId>>,
 ) -> Result<Entry, String> {
+    let ahead = ahead.filter(|ahead| !ahead.is_empty());
     let mut entry = Entry::default();
     let mut from = 1;
-    while from <= through {
+    while from <= through || ahead.is_some() {
         let message = match stream
             .raw_message_builder()
             .sequence(from)
@@ -865,16 +869,21 @@ async fn load_one(
             }
             Err(e) => return Err(e.to_string()),
         };
-        if message.sequence > through {
+        from = message.sequence + 1;
+        if message.sequence > through && ahead.is_none() {
             // Past what is known: the follower folds it when it gets there.
             break;
         }
         let envelope: Envelope =
             serde_json::from_slice(&message.payload).map_err(|e| e.to_string())?;
+        if message.sequence > through
+            && !ahead.is_some_and(|ahead| ahead.contains(&envelope.event_id))
+        {
+            continue;
+        }
         let event = envelope.event().map_err(|e| e.to_string())?;
         entry.state = domain::state::evolve(entry.state.take(), &event, &envelope.stamp());
         entry.version += 1;
-        from = message.sequence + 1;
     }
     if entry.version == 0 {
         return Err(format!(

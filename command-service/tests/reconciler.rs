@@ -14,7 +14,23 @@ fn at(s: &str) -> Timestamp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_clash_of_two_offline_sites_is_answered_once() {
-    let mut service = Service::spawn().await;
+    let service = Service::unstarted(&nats_url(), &prefix());
+    let config = service.config();
+    clashes_are_answered_once(service, config).await;
+}
+
+/// With a cache of one state, the reconciler reads the stock item, the first patient and the
+/// claim again from the stream to judge the clashes on them: the answers are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clashes_on_states_the_cache_evicted_are_judged_on_them_read_again() {
+    let service = Service::unstarted(&nats_url(), &prefix());
+    let mut config = service.config();
+    config.state_cache = 1;
+    clashes_are_answered_once(service, config).await;
+}
+
+async fn clashes_are_answered_once(mut service: Service, config: command_service::Config) {
+    service.start_with(config.clone()).await;
     let h = HospitalId::from_uuid(Uuid::now_v7());
     let (mut a, mut b) = (Site::new(Role::Doctor), Site::new(Role::Doctor));
     let doctor = UserId::from_uuid(Uuid::now_v7());
@@ -110,6 +126,11 @@ async fn every_clash_of_two_offline_sites_is_answered_once() {
             quantity: Quantity::new(4).unwrap(),
             prescription_id: PrescriptionId::from_uuid(Uuid::now_v7()),
         }),
+        // The same person registered at two sites (the rows interleave, so that a small cache
+        // has evicted each state before the clash on it arrives).
+        a.record(registered(first_patient)),
+        // A claim changed by the hospital after the insurer decided.
+        a.record(submitted()),
         b.record(StockDispensed {
             stock_item_id: stock,
             hospital_id: h,
@@ -117,11 +138,7 @@ async fn every_clash_of_two_offline_sites_is_answered_once() {
             quantity: Quantity::new(4).unwrap(),
             prescription_id: PrescriptionId::from_uuid(Uuid::now_v7()),
         }),
-        // The same person registered at two sites.
-        a.record(registered(first_patient)),
         b.record(registered(second_patient)),
-        // A claim changed by the hospital after the insurer decided.
-        a.record(submitted()),
         b.record(ClaimApproved {
             claim_id: claim,
             hospital_id: h,
@@ -168,7 +185,7 @@ async fn every_clash_of_two_offline_sites_is_answered_once() {
 
     // A restart reads the history again: the same answers, none appended twice.
     service.stop().await;
-    service.start().await;
+    service.start_with(config).await;
     let mut c = Site::new(Role::Receptionist);
     let later = c.record(registered(PatientId::from_uuid(Uuid::now_v7())));
     publish(&service.nats_url, &service.prefix, &[later]).await;
