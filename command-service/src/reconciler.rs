@@ -271,3 +271,130 @@ async fn append(writer: &Writer, facts: Facts, progress: &Progress) {
         Reply::Unavailable(d) => tracing::warn!(%command_id, "an answer was not appended: {d}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use domain::envelope::{Actor, EnvelopeDraft, Origin, Recording};
+    use domain::event::{Event, StockDiscrepancyFlagged, StockDispensed, StockReceived};
+    use domain::state::AggregateState;
+    use domain::values::*;
+    use std::collections::HashSet;
+    use uuid::Uuid;
+
+    /// An evicted state read again for a judgement holds its subject's events up to the event
+    /// before the one judged and, past it, only the answers the reconciler folded ahead.
+    #[tokio::test]
+    async fn a_state_read_again_stops_before_the_judged_event_but_keeps_the_answers_folded_ahead() {
+        let url = std::env::var("HMS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
+        let names = platform::streams::Names::new(&prefix).unwrap();
+        platform::streams::ensure_events_stream(&js, &names, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let node = NodeId::from_uuid(Uuid::now_v7());
+        let h = HospitalId::from_uuid(Uuid::now_v7());
+        let drug = DrugCode::parse("AMOX500").unwrap();
+        let stock_item_id = StockItemId::for_drug(h, &drug);
+        let dispensed = |quantity| -> Event {
+            StockDispensed {
+                stock_item_id,
+                hospital_id: h,
+                drug_code: drug.clone(),
+                quantity: Quantity::new(quantity).unwrap(),
+                prescription_id: PrescriptionId::from_uuid(Uuid::now_v7()),
+            }
+            .into()
+        };
+        let events: Vec<Event> = vec![
+            StockReceived {
+                stock_item_id,
+                hospital_id: h,
+                drug_code: drug.clone(),
+                name: Name::parse("Amoxicillin").unwrap(),
+                quantity: Quantity::new(10).unwrap(),
+                batch: None,
+                expires_on: None,
+            }
+            .into(),
+            // The event being judged.
+            dispensed(4),
+            // The reconciler's answer, folded ahead of the stream.
+            StockDiscrepancyFlagged {
+                stock_item_id,
+                hospital_id: h,
+                drug_code: drug.clone(),
+                balance: -1,
+                cause_event_id: EventId::from_uuid(Uuid::now_v7()),
+            }
+            .into(),
+            // A later event, not judged yet.
+            dispensed(3),
+        ];
+        let mut seqs = Vec::new();
+        let mut ids = Vec::new();
+        let mut subject = String::new();
+        for (i, event) in events.iter().enumerate() {
+            let envelope = EnvelopeDraft::new(
+                event,
+                Recording {
+                    event_id: EventId::from_uuid(Uuid::now_v7()),
+                    aggregate_version: i as u64 + 1,
+                    occurred_at: Timestamp::new(chrono::Utc::now()),
+                    actor: Actor {
+                        user_id: UserId::from_uuid(Uuid::now_v7()),
+                        role: Role::Pharmacist,
+                    },
+                    origin: Origin {
+                        node_id: node,
+                        node_seq: i as u64 + 1,
+                    },
+                    command_id: CommandId::from_uuid(Uuid::now_v7()),
+                    correlation_id: Uuid::now_v7(),
+                    causation_id: Uuid::now_v7(),
+                    prev_hash: domain::envelope::Hash::GENESIS,
+                },
+            )
+            .seal(&key)
+            .unwrap();
+            subject = envelope.subject(names.prefix());
+            let ack = js
+                .publish(
+                    subject.clone(),
+                    serde_json::to_vec(&envelope).unwrap().into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            seqs.push(ack.sequence);
+            ids.push(envelope.event_id);
+        }
+        let stream = js.get_stream_no_info(names.events_stream()).await.unwrap();
+        let stock = |entry: &crate::known::Entry| match &entry.state {
+            Some(AggregateState::StockItem(s)) => (s.balance, s.discrepancies),
+            other => panic!("not a stock item: {other:?}"),
+        };
+
+        let ahead: HashSet<EventId> = [ids[2]].into();
+        let read = crate::writer::load_one(&stream, subject.clone(), seqs[0], Some(&ahead))
+            .await
+            .unwrap();
+        assert_eq!(
+            stock(&read),
+            (10, 1),
+            "the received stock and the answer only"
+        );
+        assert_eq!((read.version, read.last_seq), (2, seqs[0]));
+
+        // The writer's read (nothing folded ahead) stops at the sequence it knows.
+        let read = crate::writer::load_one(&stream, subject, seqs[1], None)
+            .await
+            .unwrap();
+        assert_eq!(stock(&read), (6, 0));
+        assert_eq!((read.version, read.last_seq), (2, seqs[1]));
+
+        js.delete_stream(names.events_stream()).await.unwrap();
+    }
+}
