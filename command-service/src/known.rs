@@ -16,7 +16,7 @@
 //! nodes stay, because the lookups (usernames, a doctor's slots) are kept from their states.
 //!
 //! The reconciler's keeps only the states its rules read, in a cache of the same kind: a
-//! judgement that asks for an evicted state ([`Judging`]) is made again once the reconciler has
+//! judgement that asks for an evicted state (an [`Overlay`] notes it) is made again once the reconciler has
 //! read it from the aggregate's subject up to the event being judged.
 
 use domain::appointment::Slot;
@@ -206,7 +206,7 @@ impl Known {
 
     /// The reconciler's `Known`: no command results (it answers no client), only the state of
     /// the aggregates the conflict rules read ([`domain::conflict::JUDGED_AGGREGATES`]), and of
-    /// evictable types at most `capacity` (a judgement reads the others again: [`Judging`]).
+    /// evictable types at most `capacity` (a judgement reads the others again into an [`Overlay`]).
     pub fn for_reconciler(own_node: NodeId, capacity: usize) -> Known {
         Known {
             keep_commands: false,
@@ -615,83 +615,27 @@ impl ConflictFacts for Known {
         hospital: HospitalId,
         national_id: &NationalId,
     ) -> Vec<PatientId> {
-        self.national_ids
-            .get(&(hospital, national_id.clone()))
-            .map(|set| {
-                set.iter()
-                    .copied()
-                    .filter(|id| self.patient(*id).is_some_and(|p| p.merged_into.is_none()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        live_with_national_id(self, self, hospital, national_id)
     }
 }
 
-/// The reconciler's view for judging one event: what is known, under states it read again from
-/// the stream for this judgement. Each state it is asked for that is neither cached nor read is
-/// noted: the judgement is then void, and made again once those are read.
-#[derive(Debug)]
-pub struct Judging<'a> {
-    known: &'a Known,
-    read: &'a HashMap<AggregateRef, Entry>,
-    misses: RefCell<HashSet<AggregateRef>>,
-}
-
-impl<'a> Judging<'a> {
-    pub fn new(known: &'a Known, read: &'a HashMap<AggregateRef, Entry>) -> Self {
-        Judging {
-            known,
-            read,
-            misses: RefCell::new(HashSet::new()),
-        }
-    }
-
-    /// The states asked for that must be read from the stream first.
-    pub fn take_misses(&self) -> HashSet<AggregateRef> {
-        std::mem::take(&mut *self.misses.borrow_mut())
-    }
-}
-
-impl Facts for Judging<'_> {
-    fn state(&self, aggregate: AggregateRef) -> Option<AggregateState> {
-        match self.read.get(&aggregate) {
-            Some(entry) => entry.state.clone(),
-            None if self.known.is_evicted(&aggregate) => {
-                self.misses.borrow_mut().insert(aggregate);
-                None
-            }
-            None => self.known.state(aggregate),
-        }
-    }
-
-    fn doctor_slots(&self, doctor: UserId, from: Timestamp, to: Timestamp) -> Vec<Slot> {
-        // Appointments are never evicted (the slots are kept from their states).
-        self.known.doctor_slots(doctor, from, to)
-    }
-
-    fn username_taken(&self, username: &Username) -> bool {
-        self.known.username_taken(username)
-    }
-}
-
-impl ConflictFacts for Judging<'_> {
-    fn patients_with_national_id(
-        &self,
-        hospital: HospitalId,
-        national_id: &NationalId,
-    ) -> Vec<PatientId> {
-        let Some(set) = self
-            .known
-            .national_ids
-            .get(&(hospital, national_id.clone()))
-        else {
-            return Vec::new();
-        };
-        set.iter()
-            .copied()
-            .filter(|id| self.patient(*id).is_some_and(|p| p.merged_into.is_none()))
-            .collect()
-    }
+/// The patients indexed under a national id whose state, as `facts` hold it, is not merged.
+fn live_with_national_id(
+    known: &Known,
+    facts: &impl Facts,
+    hospital: HospitalId,
+    national_id: &NationalId,
+) -> Vec<PatientId> {
+    known
+        .national_ids
+        .get(&(hospital, national_id.clone()))
+        .map(|set| {
+            set.iter()
+                .copied()
+                .filter(|id| facts.patient(*id).is_some_and(|p| p.merged_into.is_none()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A batch's view: what is known, plus what the batch decided so far (not yet in the stream),
@@ -753,6 +697,17 @@ impl<'a> Overlay<'a> {
         }
     }
 
+    /// Puts a state read again from the stream over what is known (the reconciler's judgement
+    /// of an event that asked for an evicted one).
+    pub fn put(&mut self, key: AggregateRef, entry: Entry) {
+        self.changed.insert(key, entry);
+    }
+
+    /// What the overlay holds over what is known.
+    pub fn into_changed(self) -> HashMap<AggregateRef, Entry> {
+        self.changed
+    }
+
     /// What the overlay holds for these aggregates now, to restore with [`Overlay::forget`].
     pub fn save(
         &self,
@@ -806,6 +761,18 @@ impl Facts for Overlay<'_> {
             || self.changed.values().any(
                 |e| matches!(&e.state, Some(AggregateState::User(u)) if &u.username == username),
             )
+    }
+}
+
+/// The reconciler judges on an overlay: states it read again are held in it, and a national
+/// id's candidates it lacks are noted as misses like any other state.
+impl ConflictFacts for Overlay<'_> {
+    fn patients_with_national_id(
+        &self,
+        hospital: HospitalId,
+        national_id: &NationalId,
+    ) -> Vec<PatientId> {
+        live_with_national_id(self.known, self, hospital, national_id)
     }
 }
 

@@ -11,7 +11,7 @@
 //! the start) or a redelivery, the writer finds the command already recorded and appends
 //! nothing.
 
-use crate::known::{Entry, Judging, Known};
+use crate::known::{Entry, Known, Overlay};
 use crate::lease::{Lease, Leases};
 use crate::writer::{Facts, Reply, Writer};
 use domain::envelope::{self, Envelope};
@@ -20,7 +20,7 @@ use domain::state::Stamp;
 use domain::values::{CommandId, EventId, NodeId, Role, UserId};
 use futures::StreamExt;
 use platform::streams::Names;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -174,19 +174,19 @@ async fn judge(
     let stamp = envelope.stamp();
     // States the cache evicted are read again, as they stood before this event, until the
     // judgement asks for none it lacks.
-    let mut read: HashMap<AggregateRef, Entry> = HashMap::new();
+    let mut overlay = Overlay::new(&state.known);
     let answers = loop {
-        let judging = Judging::new(&state.known, &read);
-        let answers = domain::conflict::answer(&judging, &event, &stamp);
-        let misses = judging.take_misses();
+        let answers = domain::conflict::answer(&overlay, &event, &stamp);
+        let misses = overlay.take_misses();
         if misses.is_empty() {
             break answers;
         }
         for key in misses {
             let entry = read_again(parts, state, key, seq - 1).await?;
-            read.insert(key, entry);
+            overlay.put(key, entry);
         }
     };
+    let read = overlay.into_changed();
     // The arriving event's own aggregate goes back last: the most recently used, it is not
     // evicted before its fold below.
     let own = event.aggregate();
