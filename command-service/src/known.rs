@@ -779,55 +779,9 @@ impl ConflictFacts for Overlay<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::envelope::{Actor, EnvelopeDraft, Origin, Recording};
+    use crate::testing::Node;
     use domain::event::StockReceived;
     use uuid::Uuid;
-
-    struct Node {
-        key: ed25519_dalek::SigningKey,
-        id: NodeId,
-        seq: u64,
-    }
-
-    impl Node {
-        fn new() -> Node {
-            Node {
-                key: ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
-                id: NodeId::from_uuid(Uuid::now_v7()),
-                seq: 0,
-            }
-        }
-
-        fn record(&mut self, event: Event) -> Envelope {
-            self.record_for(event, CommandId::from_uuid(Uuid::now_v7()))
-        }
-
-        fn record_for(&mut self, event: Event, command_id: CommandId) -> Envelope {
-            self.seq += 1;
-            EnvelopeDraft::new(
-                &event,
-                Recording {
-                    event_id: EventId::from_uuid(Uuid::now_v7()),
-                    aggregate_version: 1,
-                    occurred_at: Timestamp::new(chrono::Utc::now()),
-                    actor: Actor {
-                        user_id: UserId::from_uuid(Uuid::now_v7()),
-                        role: Role::Pharmacist,
-                    },
-                    origin: Origin {
-                        node_id: self.id,
-                        node_seq: self.seq,
-                    },
-                    command_id,
-                    correlation_id: Uuid::now_v7(),
-                    causation_id: Uuid::now_v7(),
-                    prev_hash: domain::envelope::Hash::GENESIS,
-                },
-            )
-            .seal(&self.key)
-            .unwrap()
-        }
-    }
 
     fn received(hospital: HospitalId, drug: &str, quantity: i64) -> (AggregateRef, Event) {
         let drug_code = DrugCode::parse(drug).unwrap();

@@ -274,7 +274,6 @@ async fn append(writer: &Writer, facts: Facts, progress: &Progress) {
 
 #[cfg(test)]
 mod tests {
-    use domain::envelope::{Actor, EnvelopeDraft, Origin, Recording};
     use domain::event::{Event, StockDiscrepancyFlagged, StockDispensed, StockReceived};
     use domain::state::AggregateState;
     use domain::values::*;
@@ -292,8 +291,6 @@ mod tests {
         platform::streams::ensure_events_stream(&js, &names, std::time::Duration::from_secs(60))
             .await
             .unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let node = NodeId::from_uuid(Uuid::now_v7());
         let h = HospitalId::from_uuid(Uuid::now_v7());
         let drug = DrugCode::parse("AMOX500").unwrap();
         let stock_item_id = StockItemId::for_drug(h, &drug);
@@ -332,32 +329,12 @@ mod tests {
             // A later event, not judged yet.
             dispensed(3),
         ];
+        let mut node = crate::testing::Node::new();
         let mut seqs = Vec::new();
         let mut ids = Vec::new();
         let mut subject = String::new();
-        for (i, event) in events.iter().enumerate() {
-            let envelope = EnvelopeDraft::new(
-                event,
-                Recording {
-                    event_id: EventId::from_uuid(Uuid::now_v7()),
-                    aggregate_version: i as u64 + 1,
-                    occurred_at: Timestamp::new(chrono::Utc::now()),
-                    actor: Actor {
-                        user_id: UserId::from_uuid(Uuid::now_v7()),
-                        role: Role::Pharmacist,
-                    },
-                    origin: Origin {
-                        node_id: node,
-                        node_seq: i as u64 + 1,
-                    },
-                    command_id: CommandId::from_uuid(Uuid::now_v7()),
-                    correlation_id: Uuid::now_v7(),
-                    causation_id: Uuid::now_v7(),
-                    prev_hash: domain::envelope::Hash::GENESIS,
-                },
-            )
-            .seal(&key)
-            .unwrap();
+        for event in events {
+            let envelope = node.record(event);
             subject = envelope.subject(names.prefix());
             let ack = js
                 .publish(
