@@ -12,12 +12,13 @@
 //! each), but the states of plans, claims, invoices, prescriptions, lab orders, stock items and
 //! patients only in a bounded cache: the least recently used are evicted past its capacity,
 //! and a decision that needs one reads it again from the aggregate's subject
-//! ([`Known::install`] after the writer's load). Users, appointments, hospitals, insurers and
-//! nodes stay, because the lookups (usernames, a doctor's slots) are kept from their states.
+//! ([`Known::install`] after the writer's load). Closed appointments are evicted the same way.
+//! Users, open appointments, hospitals, insurers and nodes stay, because the lookups
+//! (usernames, a doctor's slots) are kept from their states.
 //!
 //! The reconciler's keeps only the states its rules read, in a cache of the same kind: a
-//! judgement that asks for an evicted state (an [`Overlay`] notes it) is made again once the reconciler has
-//! read it from the aggregate's subject up to the event being judged.
+//! judgement that asks for an evicted state (an [`Overlay`] notes it) is made again once the
+//! reconciler has read it from the aggregate's subject up to the event being judged.
 
 use domain::appointment::Slot;
 use domain::conflict::ConflictFacts;
@@ -271,13 +272,19 @@ impl Known {
     /// the caller loads again if it still needs it.
     pub fn install(&mut self, aggregate: AggregateRef, org: OrgId, entry: Entry) -> bool {
         let used = self.clock.fetch_add(1, Ordering::Relaxed);
-        let evictable = self.evictable(aggregate.aggregate_type);
+        let capacity = self.capacity;
+        let counted = counted_in(capacity, aggregate.aggregate_type, entry.state.as_ref());
         match self.aggregates.get_mut(&aggregate) {
             Some(slot) if slot.last_seq > entry.last_seq => return false,
             Some(slot) => {
-                if evictable && matches!(slot.held, Held::Evicted) {
-                    self.evictable_held += 1;
-                }
+                let was_counted = match &slot.held {
+                    Held::State(state) => {
+                        counted_in(capacity, aggregate.aggregate_type, state.as_deref())
+                    }
+                    Held::Evicted => false,
+                };
+                self.evictable_held =
+                    self.evictable_held + usize::from(counted) - usize::from(was_counted);
                 slot.version = entry.version;
                 slot.last_seq = entry.last_seq;
                 slot.loaded_through = entry.last_seq;
@@ -288,9 +295,7 @@ impl Known {
                 if entry.version == 0 {
                     return true;
                 }
-                if evictable {
-                    self.evictable_held += 1;
-                }
+                self.evictable_held += usize::from(counted);
                 self.aggregates.insert(
                     aggregate,
                     Kept {
@@ -308,19 +313,6 @@ impl Known {
         true
     }
 
-    /// Whether states of this type may be evicted from this `Known`.
-    fn evictable(&self, aggregate_type: AggregateType) -> bool {
-        self.capacity.is_some()
-            && !matches!(
-                aggregate_type,
-                AggregateType::User
-                    | AggregateType::Appointment
-                    | AggregateType::Hospital
-                    | AggregateType::Insurer
-                    | AggregateType::EdgeNode
-            )
-    }
-
     /// Evicts the least recently used evictable states once they exceed the capacity by an
     /// eighth (so the scan runs once per eighth of the capacity inserted).
     fn evict_past_capacity(&mut self) {
@@ -333,8 +325,11 @@ impl Known {
         let mut held: Vec<(u64, AggregateRef)> = self
             .aggregates
             .iter()
-            .filter(|(key, slot)| {
-                matches!(slot.held, Held::State(_)) && self.evictable(key.aggregate_type)
+            .filter(|(key, slot)| match &slot.held {
+                Held::State(state) => {
+                    counted_in(self.capacity, key.aggregate_type, state.as_deref())
+                }
+                Held::Evicted => false,
             })
             .map(|(key, slot)| (slot.used.load(Ordering::Relaxed), *key))
             .collect();
@@ -474,7 +469,10 @@ impl Known {
         stream_seq: Option<u64>,
     ) {
         let used = self.clock.fetch_add(1, Ordering::Relaxed);
-        let evictable = self.evictable(key.aggregate_type);
+        if self.index_national_ids {
+            self.index_national_id(event);
+        }
+        let capacity = self.capacity;
         let mut added = false;
         let slot = self.aggregates.entry(key).or_insert_with(|| {
             added = true;
@@ -509,9 +507,9 @@ impl Known {
         let before = state.take().map(|b| *b);
         let after = evolve(before.clone(), event, stamp);
         *state = after.clone().map(Box::new);
-        if added && evictable {
-            self.evictable_held += 1;
-        }
+        let was_counted = !added && counted_in(capacity, key.aggregate_type, before.as_ref());
+        let counted = counted_in(capacity, key.aggregate_type, after.as_ref());
+        self.evictable_held = self.evictable_held + usize::from(counted) - usize::from(was_counted);
         self.reindex(before.as_ref(), after.as_ref());
         self.evict_past_capacity();
     }
@@ -548,9 +546,42 @@ impl Known {
         (self.keep_state)(aggregate_type)
     }
 
+    /// Notes the national id an event carries under its patient, whether or not the patient's
+    /// state is cached (an evicted one cannot be folded). The lookup then holds every patient
+    /// that may have that id now, and [`live_with_national_id`] keeps those whose state has it.
+    /// Judging an event reads its patient first, so the state is usually cached when the event
+    /// is folded; the lookup does not depend on that.
+    fn index_national_id(&mut self, event: &Event) {
+        let (hospital, national_id, patient) = match event {
+            Event::PatientRegistered(e) => match &e.national_id {
+                Some(id) => (e.hospital_id, id, e.patient_id),
+                None => return,
+            },
+            Event::PatientDetailsUpdated(e) => match &e.changes.national_id {
+                Some(id) => (e.hospital_id, id, e.patient_id),
+                None => return,
+            },
+            _ => return,
+        };
+        self.national_ids
+            .entry((hospital, national_id.clone()))
+            .or_default()
+            .insert(patient);
+    }
+
     /// Keeps the lookups in step with one aggregate's change.
     fn reindex(&mut self, before: Option<&AggregateState>, after: Option<&AggregateState>) {
         match (before, after) {
+            // A closed appointment never holds its slot again: it leaves the doctor's lookup
+            // (and may leave the cache).
+            (_, Some(AggregateState::Appointment(a))) if a.status.is_terminal() => {
+                if let Some(ids) = self.doctor_appointments.get_mut(&a.doctor_id) {
+                    ids.remove(&a.appointment_id);
+                    if ids.is_empty() {
+                        self.doctor_appointments.remove(&a.doctor_id);
+                    }
+                }
+            }
             (_, Some(AggregateState::Appointment(a))) => {
                 self.doctor_appointments
                     .entry(a.doctor_id)
@@ -562,22 +593,18 @@ impl Known {
                     .entry(u.username.as_str().to_owned())
                     .or_insert(u.user_id);
             }
-            (before, Some(AggregateState::Patient(p))) if self.index_national_ids => {
-                if let Some(AggregateState::Patient(old)) = before
-                    && let Some(old_id) = &old.details.national_id
+            // Ids are noted from the events ([`Known::index_national_id`]); a change of state
+            // takes the patient out from under an id it no longer holds, or once it is merged.
+            (Some(AggregateState::Patient(old)), Some(AggregateState::Patient(p)))
+                if self.index_national_ids =>
+            {
+                if let Some(old_id) = &old.details.national_id
+                    && (p.details.national_id.as_ref() != Some(old_id) || p.merged_into.is_some())
                     && let Some(set) = self
                         .national_ids
                         .get_mut(&(old.hospital_id, old_id.clone()))
                 {
                     set.remove(&old.patient_id);
-                }
-                if let Some(id) = &p.details.national_id
-                    && p.merged_into.is_none()
-                {
-                    self.national_ids
-                        .entry((p.hospital_id, id.clone()))
-                        .or_default()
-                        .insert(p.patient_id);
                 }
             }
             _ => {}
@@ -619,7 +646,29 @@ impl ConflictFacts for Known {
     }
 }
 
-/// The patients indexed under a national id whose state, as `facts` hold it, is not merged.
+/// Whether a state may be evicted from a `Known` of this capacity (`None`: nothing is).
+/// Appointments may once closed: only open ones are in the doctor-slot lookup, which is kept
+/// from their states. Users, hospitals, insurers and edge nodes stay.
+fn counted_in(
+    capacity: Option<usize>,
+    aggregate_type: AggregateType,
+    state: Option<&AggregateState>,
+) -> bool {
+    capacity.is_some()
+        && match aggregate_type {
+            AggregateType::Appointment => {
+                matches!(state, Some(AggregateState::Appointment(a)) if a.status.is_terminal())
+            }
+            AggregateType::User
+            | AggregateType::Hospital
+            | AggregateType::Insurer
+            | AggregateType::EdgeNode => false,
+            _ => true,
+        }
+}
+
+/// The patients of `hospital` that hold `national_id` and are not merged, as `facts` hold
+/// their states (the lookup may name patients whose id changed since).
 fn live_with_national_id(
     known: &Known,
     facts: &impl Facts,
@@ -632,7 +681,13 @@ fn live_with_national_id(
         .map(|set| {
             set.iter()
                 .copied()
-                .filter(|id| facts.patient(*id).is_some_and(|p| p.merged_into.is_none()))
+                .filter(|id| {
+                    facts.patient(*id).is_some_and(|p| {
+                        p.merged_into.is_none()
+                            && p.hospital_id == hospital
+                            && p.details.national_id.as_ref() == Some(national_id)
+                    })
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -780,7 +835,7 @@ impl ConflictFacts for Overlay<'_> {
 mod tests {
     use super::*;
     use crate::testing::Node;
-    use domain::event::StockReceived;
+    use domain::event::{PatientChanges, StockReceived};
     use uuid::Uuid;
 
     fn received(hospital: HospitalId, drug: &str, quantity: i64) -> (AggregateRef, Event) {
@@ -794,6 +849,36 @@ mod tests {
             quantity: Quantity::new(quantity).unwrap(),
             batch: None,
             expires_on: None,
+        }
+        .into();
+        (event.aggregate(), event)
+    }
+
+    fn booked(hospital: HospitalId, doctor: UserId, starts_at: &str) -> (AggregateRef, Event) {
+        let event: Event = domain::event::AppointmentBooked {
+            appointment_id: AppointmentId::from_uuid(Uuid::now_v7()),
+            hospital_id: hospital,
+            patient_id: PatientId::from_uuid(Uuid::now_v7()),
+            doctor_id: doctor,
+            starts_at: Timestamp::parse(starts_at).unwrap(),
+            duration_minutes: DurationMinutes::new(30).unwrap(),
+            reason: ShortText::parse("check-up").unwrap(),
+            booked_by: doctor,
+        }
+        .into();
+        (event.aggregate(), event)
+    }
+
+    fn registered(hospital: HospitalId, national_id: &str) -> (AggregateRef, Event) {
+        let event: Event = domain::event::PatientRegistered {
+            patient_id: PatientId::from_uuid(Uuid::now_v7()),
+            hospital_id: hospital,
+            name: Name::parse("Ada Osei").unwrap(),
+            birth_date: BirthDate::parse("1984-03-12").unwrap(),
+            sex: Sex::Female,
+            national_id: Some(NationalId::parse(national_id).unwrap()),
+            phone: None,
+            region_code: None,
         }
         .into();
         (event.aggregate(), event)
@@ -853,6 +938,134 @@ mod tests {
         assert!(known.install(a, h.into(), loaded));
         assert_eq!(balance(&known, a), Some(7));
         assert!(known.is_evicted(&b), "putting one back evicted the other");
+    }
+
+    #[test]
+    fn an_appointment_may_be_evicted_once_closed_and_leaves_the_doctors_slots() {
+        let mut node = Node::new();
+        let h = HospitalId::from_uuid(Uuid::now_v7());
+        let doctor = UserId::from_uuid(Uuid::now_v7());
+        let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 1);
+        let (open, booking) = booked(h, doctor, "2026-12-01T09:00:00Z");
+        let (closed, other) = booked(h, doctor, "2026-12-01T10:00:00Z");
+        let mut seq = 0;
+        let mut fold = |known: &mut Known, event: &Event| {
+            seq += 1;
+            known.fold(&node.record(event.clone()), event, seq);
+        };
+        fold(&mut known, &booking);
+        fold(&mut known, &other);
+        let day = |from: &str, to: &str| {
+            (
+                Timestamp::parse(from).unwrap(),
+                Timestamp::parse(to).unwrap(),
+            )
+        };
+        let (from, to) = day("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z");
+        let slots = |known: &Known| {
+            let mut ids: Vec<_> = known
+                .doctor_slots(doctor, from, to)
+                .into_iter()
+                .map(|s| s.appointment_id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        let mut both = [open.id, closed.id].map(AppointmentId::from_uuid);
+        both.sort();
+        assert_eq!(slots(&known), both);
+
+        let cancelled: Event = domain::event::AppointmentCancelled {
+            appointment_id: AppointmentId::from_uuid(closed.id),
+            hospital_id: h,
+            reason: ShortText::parse("patient called").unwrap(),
+            cancelled_by: doctor,
+        }
+        .into();
+        fold(&mut known, &cancelled);
+        // Three stock items go past the capacity of one.
+        for drug in ["AMOX500", "PARA500", "IBUP200"] {
+            fold(&mut known, &received(h, drug, 1).1);
+        }
+        assert!(known.is_evicted(&closed), "a closed appointment is evicted");
+        assert!(
+            !known.is_evicted(&open),
+            "an open one holds its slot and stays"
+        );
+        assert_eq!(slots(&known), vec![AppointmentId::from_uuid(open.id)]);
+        assert_eq!(
+            known.cached_count(),
+            2,
+            "the open appointment and one stock item"
+        );
+    }
+
+    #[test]
+    fn a_national_id_changed_while_its_patient_was_evicted_is_found_under_the_new_id() {
+        let mut node = Node::new();
+        let h = HospitalId::from_uuid(Uuid::now_v7());
+        let mut known = Known::for_reconciler(NodeId::from_uuid(Uuid::now_v7()), 1);
+        let (patient, registration) = registered(h, "NID-1111");
+        let (_, later) = registered(h, "NID-2222");
+        let registration_at = node.record(registration.clone());
+        known.fold(&registration_at, &registration, 1);
+        known.fold(&node.record(later.clone()), &later, 2);
+        assert!(known.is_evicted(&patient));
+        let update: Event = domain::event::PatientDetailsUpdated {
+            patient_id: PatientId::from_uuid(patient.id),
+            hospital_id: h,
+            changes: PatientChanges {
+                national_id: Some(NationalId::parse("NID-3333").unwrap()),
+                ..PatientChanges::default()
+            },
+        }
+        .into();
+        let update_at = node.record(update.clone());
+        known.fold(&update_at, &update, 3);
+        assert!(known.is_evicted(&patient), "folded without its state");
+
+        let id = |s: &str| NationalId::parse(s).unwrap();
+        let mut overlay = Overlay::new(&known);
+        assert!(
+            overlay
+                .patients_with_national_id(h, &id("NID-3333"))
+                .is_empty()
+        );
+        assert_eq!(
+            overlay.take_misses(),
+            HashSet::from([patient]),
+            "the patient is a candidate for its new id, to be read again"
+        );
+        // The reconciler reads it again and judges on what it read.
+        let mut state = None;
+        for (event, at) in [(&registration, &registration_at), (&update, &update_at)] {
+            state = evolve(state, event, &at.stamp());
+        }
+        overlay.put(
+            patient,
+            Entry {
+                state,
+                version: 2,
+                last_seq: 3,
+            },
+        );
+        let patient_id = PatientId::from_uuid(patient.id);
+        assert_eq!(
+            overlay.patients_with_national_id(h, &id("NID-3333")),
+            vec![patient_id]
+        );
+        assert!(
+            overlay
+                .patients_with_national_id(h, &id("NID-1111"))
+                .is_empty(),
+            "its old id is no longer its"
+        );
+        let other = HospitalId::from_uuid(Uuid::now_v7());
+        assert!(
+            overlay
+                .patients_with_national_id(other, &id("NID-3333"))
+                .is_empty()
+        );
     }
 
     #[test]

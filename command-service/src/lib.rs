@@ -67,7 +67,8 @@ pub struct Config {
     /// Fault injection for tests: abort when a batch needs filling, before it is filled.
     pub crash_before_fill: bool,
     /// How many states of evictable aggregates (plans, claims, invoices, prescriptions, lab
-    /// orders, stock items, patients) the writer keeps in memory ([`known`]).
+    /// orders, stock items, patients, closed appointments) the writer keeps in memory
+    /// ([`known`]).
     pub state_cache: usize,
 }
 

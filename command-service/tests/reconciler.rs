@@ -19,8 +19,9 @@ async fn every_clash_of_two_offline_sites_is_answered_once() {
     clashes_are_answered_once(service, config).await;
 }
 
-/// With a cache of one state, the reconciler reads the stock item, the first patient and the
-/// claim again from the stream to judge the clashes on them: the answers are the same.
+/// With a cache of one state, the reconciler reads the stock item, the closed appointment, the
+/// patients and the claim again from the stream to judge the clashes on them: the answers are
+/// the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clashes_on_states_the_cache_evicted_are_judged_on_them_read_again() {
     let service = Service::unstarted(&nats_url(), &prefix());
@@ -57,7 +58,7 @@ async fn clashes_are_answered_once(mut service: Service, config: command_service
         PatientId::from_uuid(Uuid::now_v7()),
         PatientId::from_uuid(Uuid::now_v7()),
     );
-    let registered = |id: PatientId| PatientRegistered {
+    let registered_as = |id: PatientId, nid: &NationalId| PatientRegistered {
         patient_id: id,
         hospital_id: h,
         name: Name::parse("Baraka Mwangi").unwrap(),
@@ -67,6 +68,14 @@ async fn clashes_are_answered_once(mut service: Service, config: command_service
         phone: None,
         region_code: None,
     };
+    let registered = |id: PatientId| registered_as(id, &nid);
+    // A patient whose national id is corrected after a small cache evicted it.
+    let (old_nid, new_nid) = (
+        NationalId::parse("NID-100200").unwrap(),
+        NationalId::parse("NID-300400").unwrap(),
+    );
+    let [corrected, spare, same_as_corrected, same_as_old] =
+        std::array::from_fn(|_| PatientId::from_uuid(Uuid::now_v7()));
     let (claim, insurer, plan, invoice) = (
         ClaimId::from_uuid(Uuid::now_v7()),
         InsurerId::from_uuid(Uuid::now_v7()),
@@ -146,11 +155,28 @@ async fn clashes_are_answered_once(mut service: Service, config: command_service
             approved_cents: 4000,
             decided_by: doctor,
         }),
+        // A national id corrected while the patient's state was evicted: a later registration
+        // with the new id is a duplicate of it, one with the old id is not.
+        a.record(registered_as(corrected, &old_nid)),
+        a.record(registered_as(
+            spare,
+            &NationalId::parse("NID-500600").unwrap(),
+        )),
+        a.record(PatientDetailsUpdated {
+            patient_id: corrected,
+            hospital_id: h,
+            changes: PatientChanges {
+                national_id: Some(new_nid.clone()),
+                ..PatientChanges::default()
+            },
+        }),
+        b.record(registered_as(same_as_corrected, &new_nid)),
+        b.record(registered_as(same_as_old, &old_nid)),
     ];
     history.push(a.record(submitted()));
     publish(&service.nats_url, &service.prefix, &history).await;
 
-    let answers = wait_for_answers(&service.nats_url, &service.prefix, 5).await;
+    let answers = wait_for_answers(&service.nats_url, &service.prefix, 6).await;
     let of = |t: &str| -> Vec<&domain::envelope::Envelope> {
         answers.iter().filter(|e| e.event_type == t).collect()
     };
@@ -172,16 +198,21 @@ async fn clashes_are_answered_once(mut service: Service, config: command_service
     assert_eq!(flagged.len(), 1);
     assert_eq!(flagged[0].payload["balance"], -3);
     let duplicate = of("DuplicatePatientSuspected");
-    assert_eq!(duplicate.len(), 1);
+    assert_eq!(duplicate.len(), 2, "{answers:#?}");
     assert_eq!(duplicate[0].aggregate_id, Uuid::from(second_patient));
     assert_eq!(
         duplicate[0].payload["existing_patient_id"],
         first_patient.to_string()
     );
+    assert_eq!(duplicate[1].aggregate_id, Uuid::from(same_as_corrected));
+    assert_eq!(
+        duplicate[1].payload["existing_patient_id"],
+        corrected.to_string()
+    );
     let amendment = of("ClaimAmendmentRejected");
     assert_eq!(amendment.len(), 1);
     assert_eq!(amendment[0].aggregate_id, Uuid::from(claim));
-    assert_eq!(answers.len(), 5, "{answers:#?}");
+    assert_eq!(answers.len(), 6, "{answers:#?}");
 
     // A restart reads the history again: the same answers, none appended twice.
     service.stop().await;
@@ -189,15 +220,15 @@ async fn clashes_are_answered_once(mut service: Service, config: command_service
     let mut c = Site::new(Role::Receptionist);
     let later = c.record(registered(PatientId::from_uuid(Uuid::now_v7())));
     publish(&service.nats_url, &service.prefix, &[later]).await;
-    let answers = wait_for_answers(&service.nats_url, &service.prefix, 6).await;
+    let answers = wait_for_answers(&service.nats_url, &service.prefix, 7).await;
     assert_eq!(
         answers.len(),
-        6,
+        7,
         "only the new duplicate is answered: {answers:#?}"
     );
     let all = stream_contents(&service.nats_url, &service.prefix).await;
-    // The node, the bootstrap admin and six answers, in one unbroken chain.
-    assert_eq!(verify_central_chain(&all, service.data.path()), 8);
+    // The node, the bootstrap admin and seven answers, in one unbroken chain.
+    assert_eq!(verify_central_chain(&all, service.data.path()), 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
