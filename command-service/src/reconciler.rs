@@ -249,12 +249,9 @@ async fn read_again(
         .get_stream_no_info(parts.names.events_stream())
         .await
         .map_err(|e| e.to_string())?;
-    let subject = format!(
-        "{}.events.{org}.{}.{}",
-        parts.names.prefix(),
-        key.aggregate_type.as_str(),
-        key.id
-    );
+    let subject = parts
+        .names
+        .aggregate_subject(org, key.aggregate_type.as_str(), key.id);
     crate::writer::load_one(&stream, subject, through, Some(&state.folded_ahead))
         .await
         .map_err(|e| format!("{key:?} cannot be read again from the stream: {e}"))

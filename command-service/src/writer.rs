@@ -816,12 +816,9 @@ async fn load(parts: &WriterParts, keys: HashSet<AggregateRef>) {
     };
     let stream = &stream;
     let loads = wanted.into_iter().map(|(key, org, through)| async move {
-        let subject = format!(
-            "{}.events.{org}.{}.{}",
-            parts.names.prefix(),
-            key.aggregate_type.as_str(),
-            key.id
-        );
+        let subject = parts
+            .names
+            .aggregate_subject(org, key.aggregate_type.as_str(), key.id);
         (key, org, load_one(stream, subject, through, None).await)
     });
     for (key, org, loaded) in futures::future::join_all(loads).await {

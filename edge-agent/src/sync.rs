@@ -266,12 +266,10 @@ impl Outbox {
             .query_map(params![after as i64, ROUND as i64], |r| {
                 let node_seq: i64 = r.get(0)?;
                 // The subject of ARCHITECTURE.md, as `Envelope::subject` makes it.
-                let subject = format!(
-                    "{}.events.{}.{}.{}",
-                    names.prefix(),
+                let subject = names.aggregate_subject(
                     r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?
+                    &r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
                 );
                 Ok(Pending {
                     node_seq: node_seq as u64,

@@ -59,6 +59,17 @@ impl Names {
         format!("{}.events.>", self.prefix)
     }
 
+    /// One aggregate's subject, `<prefix>.events.<org>.<type>.<id>` (as
+    /// `domain::envelope::Envelope::subject` makes it from an event).
+    pub fn aggregate_subject(
+        &self,
+        org: impl std::fmt::Display,
+        aggregate_type: &str,
+        id: impl std::fmt::Display,
+    ) -> String {
+        format!("{}.events.{org}.{aggregate_type}.{id}", self.prefix)
+    }
+
     /// The subjects of one hospital's (or insurer's) events.
     pub fn org_subjects(&self, org: &str) -> String {
         format!("{}.events.{org}.>", self.prefix)
