@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use domain::values::{OrgId, Role, UserId};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use platform::streams::Names;
 use platform::token::Claims;
 use serde_json::json;
@@ -142,7 +142,7 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     config.nats_url = bench.nats_url.clone();
     config.require_mfa = false;
     config.state_cache = bench.state_cache.max(1);
-    let running = command_service::start(config).await?;
+    let running = command_service::start(config.clone()).await?;
     let url = format!("http://{}/v1/commands", running.addr);
     let signer = running.shared.signer.clone();
     let token = |org: Uuid, role: Role| {
@@ -193,10 +193,21 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
         )
     });
     // As many at once as the load has clients: more would only queue (and run out of sockets).
-    futures::stream::iter(publish_plans)
-        .buffer_unordered(bench.clients)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let setup = Instant::now();
+    let total = plans.len();
+    let mut published = 0usize;
+    let mut answers = futures::stream::iter(publish_plans).buffer_unordered(bench.clients);
+    while let Some(answer) = answers.next().await {
+        answer?;
+        published += 1;
+        if published.is_multiple_of(50_000) || published == total {
+            eprintln!(
+                "  setup: {published}/{total} plans published ({:.0} s)",
+                setup.elapsed().as_secs_f64()
+            );
+        }
+    }
+    drop(answers);
     let (known, cached) = {
         let known = running.shared.known.read().expect("known");
         (known.aggregate_count(), known.cached_count())
@@ -229,10 +240,30 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     .await;
     running.stop().await;
     let client = async_nats::connect(&bench.nats_url).await?;
-    crate::bench_projections::delete_streams(&async_nats::jetstream::new(client), &names).await;
+    let js = async_nats::jetstream::new(client);
+    // A restart reads the whole history again before it answers: how long that takes.
+    let history = js
+        .get_stream(names.events_stream())
+        .await
+        .context("the events stream")?
+        .info()
+        .await
+        .context("the events stream's state")?
+        .state
+        .messages;
+    let started = Instant::now();
+    let again = command_service::start(config).await?;
+    let start_up = started.elapsed();
+    again.stop().await;
+    crate::bench_projections::delete_streams(&js, &names).await;
     println!(
         "command service: {known} aggregates known after the setup ({cached} states cached), process resident memory {:.0} MiB (bench included)",
         rss_after_setup as f64 / 1024.0
+    );
+    println!(
+        "command service start-up with {history} events in the history: {:.2} s ({:.0} events/s read and folded)",
+        start_up.as_secs_f64(),
+        history as f64 / start_up.as_secs_f64().max(1e-6)
     );
     Ok(figures)
 }
