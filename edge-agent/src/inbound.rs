@@ -23,6 +23,15 @@ const BATCH: usize = 500;
 /// events still arrive, a little later.
 const OUTBOUND_FIRST: u64 = 5_000;
 const PAUSE_WHILE_REPLAYING: Duration = Duration::from_millis(100);
+/// The server says it is still there this often while a feed is idle; two missed in a row and
+/// the feed is opened again (async-nats' default, 15 s, left a silent pull unnoticed for 30 s).
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Times in a row a feed is opened afresh and then hears nothing, not even a heartbeat, before
+/// its consumer is taken as stuck on the server. nats-server 2.9.10 was seen to leave a newly
+/// made durable consumer like that: it counted a message as delivered that it never sent, and
+/// answered no later pull, from any connection. Opening the feed again does not help; making
+/// the consumer again does.
+const STUCK_AFTER: u32 = 2;
 
 /// The feeds an edge subscribes to: (feed name, filter subject).
 pub fn feeds(names: &Names, identity: &Identity) -> Vec<(&'static str, String)> {
@@ -65,6 +74,7 @@ async fn run_feed(
     state: SharedState,
 ) {
     let mut failures: u32 = 0;
+    let mut silent: u32 = 0;
     loop {
         let error = follow(
             &config,
@@ -74,6 +84,7 @@ async fn run_feed(
             &writer,
             &state,
             &mut failures,
+            &mut silent,
         )
         .await;
         failures = failures.saturating_add(1);
@@ -87,7 +98,9 @@ async fn run_feed(
     }
 }
 
-/// Follows one feed until an error, which it returns.
+/// Follows one feed until an error, which it returns. `silent` counts the times in a row the
+/// feed heard nothing, not even a heartbeat ([`STUCK_AFTER`]).
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     config: &SyncConfig,
     identity: &Identity,
@@ -96,6 +109,7 @@ async fn follow(
     writer: &Writer,
     state: &SharedState,
     failures: &mut u32,
+    silent: &mut u32,
 ) -> String {
     let js = match crate::sync::connect_jetstream(config, identity).await {
         Ok(js) => js,
@@ -104,33 +118,61 @@ async fn follow(
     let name = config
         .names
         .edge_consumer(&identity.node_id.to_string(), feed);
+    // Against a development server the edge makes the stream if no one has (as outbound sync
+    // does), so that its consumer can be made at once. Central makes both in production.
+    let own_consumers = config.credentials.is_none();
+    if own_consumers
+        && let Err(e) =
+            platform::streams::ensure_events_stream(&js, &config.names, config.duplicate_window)
+                .await
+    {
+        return format!("making {}: {e}", config.names.events_stream());
+    }
     // Without reading the stream's information, which an edge's account may not (it lists
     // every hospital's subjects); the consumer is looked up by name.
     let stream = match js.get_stream_no_info(config.names.events_stream()).await {
         Ok(stream) => stream,
         Err(e) => return format!("opening {}: {e}", config.names.events_stream()),
     };
+    let consumer_config = |deliver_policy| pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!("edge {} feed {feed}", identity.node_id)),
+        filter_subject: filter.to_owned(),
+        deliver_policy,
+        // One acknowledgement covers the batch before it.
+        ack_policy: AckPolicy::All,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    if *silent >= STUCK_AFTER {
+        if own_consumers {
+            match remake(&stream, &name, consumer_config).await {
+                Ok(from) => {
+                    tracing::warn!(feed, consumer = %name, from_stream_seq = from,
+                        "the feed's consumer sent nothing, not even a heartbeat, {} times in a \
+                         row: made again, from after the last event acknowledged", *silent);
+                    *silent = 0;
+                }
+                Err(e) => return format!("making the stuck consumer {name} again: {e}"),
+            }
+        } else {
+            // An edge's account may not delete its consumer; central made it and can
+            // (nats/README.md).
+            tracing::error!(feed, consumer = %name,
+                "the feed's consumer sends nothing, not even a heartbeat ({} times in a row): \
+                 central events of this feed do not arrive until it is deleted centrally and \
+                 the command service restarted, which makes it again", *silent);
+        }
+    }
     let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("edge {} feed {feed}", identity.node_id)),
-                filter_subject: filter.to_owned(),
-                deliver_policy: DeliverPolicy::All,
-                // One acknowledgement covers the batch before it.
-                ack_policy: AckPolicy::All,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: 10_000,
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(&name, consumer_config(DeliverPolicy::All))
         .await;
     let consumer = match consumer {
         Ok(consumer) => consumer,
         Err(e) => return format!("opening the consumer {name}: {e}"),
     };
-    let mut messages = match consumer.messages().await {
+    let mut messages = match consumer.stream().heartbeat(IDLE_HEARTBEAT).messages().await {
         Ok(messages) => messages,
         Err(e) => return format!("pulling from {name}: {e}"),
     };
@@ -140,9 +182,15 @@ async fn follow(
         // Wait for one message, then take whatever else is already here, up to a batch.
         let first = match messages.next().await {
             Some(Ok(message)) => message,
-            Some(Err(e)) => return format!("receiving from {name}: {e}"),
+            Some(Err(e)) => {
+                if e.kind() == pull::MessagesErrorKind::MissingHeartbeat {
+                    *silent = silent.saturating_add(1);
+                }
+                return format!("receiving from {name}: {e}");
+            }
             None => return format!("the consumer {name} stopped"),
         };
+        *silent = 0;
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match messages.next().now_or_never() {
@@ -247,5 +295,116 @@ async fn store(
                 envelopes = self::envelopes(batch, own, &skip, feed).0;
             }
         }
+    }
+}
+
+/// Deletes the consumer `name` and makes it again to deliver from just after the last event it
+/// had acknowledged (everything up to there is stored; an event stored but not yet acknowledged
+/// comes again and is passed over). Returns the stream sequence it delivers from.
+async fn remake(
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    name: &str,
+    config: impl Fn(DeliverPolicy) -> pull::Config,
+) -> Result<u64, String> {
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(name)
+        .await
+        .map_err(|e| format!("reading it: {e}"))?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| format!("reading it: {e}"))?;
+    let from = info.ack_floor.stream_sequence + 1;
+    stream
+        .delete_consumer(name)
+        .await
+        .map_err(|e| format!("deleting it: {e}"))?;
+    stream
+        .create_consumer(config(DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        }))
+        .await
+        .map_err(|e| format!("making it: {e}"))?;
+    Ok(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::AckKind;
+
+    /// A consumer made again delivers from just after the last event it had acknowledged,
+    /// under the same name and filter: nothing acknowledged comes again, nothing after is lost.
+    #[tokio::test]
+    async fn a_consumer_made_again_delivers_from_after_its_last_acknowledgement() {
+        let url = std::env::var("HMS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        let prefix = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        let names = Names::new(&prefix).unwrap();
+        platform::streams::ensure_events_stream(&js, &names, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let stream = js.get_stream_no_info(names.events_stream()).await.unwrap();
+        let filter = names.type_subjects("plan");
+        let config = |deliver_policy| pull::Config {
+            durable_name: Some("edge_n_plans".into()),
+            filter_subject: filter.clone(),
+            deliver_policy,
+            ack_policy: AckPolicy::All,
+            ..Default::default()
+        };
+        // Another type's event first: stream sequences and the feed's own count differ.
+        js.publish(format!("{prefix}.events.o.claim.c"), "other".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        for n in 1..=5 {
+            js.publish(
+                format!("{prefix}.events.o.plan.p{n}"),
+                format!("{n}").into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        let consumer = stream
+            .get_or_create_consumer("edge_n_plans", config(DeliverPolicy::All))
+            .await
+            .unwrap();
+        let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer, n: usize| async move {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(n)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while let Some(message) = batch.next().await {
+                got.push(message.unwrap());
+            }
+            got
+        };
+        let first = fetch(consumer.clone(), 3).await;
+        assert_eq!(first.len(), 3);
+        // The third acknowledges the first three; the fourth and fifth are delivered, not
+        // acknowledged (as when the edge stopped before storing them).
+        first[2].double_ack().await.unwrap();
+        let rest = fetch(consumer, 2).await;
+        assert_eq!(rest.len(), 2);
+
+        let from = remake(&stream, "edge_n_plans", config).await.unwrap();
+        assert_eq!(from, 5, "stream sequence 5 is the fourth plan");
+        let mut again: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("edge_n_plans").await.unwrap();
+        let info = again.info().await.unwrap().clone();
+        assert_eq!(info.config.filter_subject, filter);
+        let delivered = fetch(again, 10).await;
+        let payloads: Vec<&[u8]> = delivered.iter().map(|m| m.payload.as_ref()).collect();
+        assert_eq!(payloads, [b"4".as_slice(), b"5".as_slice()]);
+        delivered[1].ack_with(AckKind::Ack).await.unwrap();
+        js.delete_stream(names.events_stream()).await.unwrap();
     }
 }
