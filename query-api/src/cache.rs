@@ -295,6 +295,12 @@ impl ResponseCache {
         cache
     }
 
+    /// Whether the cache follows the changes (and so keeps answers): false before its first
+    /// look and after the changes could not be read, while every answer comes from PostgreSQL.
+    pub fn following(&self) -> bool {
+        self.kept.lock().expect("cache").reading
+    }
+
     /// Reads the changes since the last look and forgets what they make stale.
     async fn look(&self, pool: &PgPool) {
         let reading = {

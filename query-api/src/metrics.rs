@@ -1,6 +1,6 @@
 //! The query API's Prometheus figures on `GET /metrics`: every request's latency by route
 //! template (`/v1/patients/{id}`, never the path with its ids) and status class, and the answer
-//! cache's hits and misses.
+//! cache's hits and misses, and whether it follows the changes.
 
 use crate::Shared;
 use axum::extract::State;
@@ -32,6 +32,12 @@ pub async fn endpoint(State(shared): State<Shared>) -> Response {
             "JSON answers the cache could have served but did not hold: read from PostgreSQL",
         )
         .sample(&[], cache.misses.get());
+        text.gauge(
+            "hms_query_cache_following",
+            "1 while the answer cache follows the read models' changes and keeps answers; 0 \
+             before its first look and while the changes cannot be read",
+        )
+        .sample(&[], u64::from(cache.following()));
     }
     platform::metrics::response(text)
 }

@@ -68,7 +68,7 @@ async fn a_commit_forgets_only_the_answers_it_touched() {
         doctor.user_id
     );
     // Wait for the cache's first look at the changes, then keep three answers.
-    tokio::time::sleep(query_api::cache::POLL * 3).await;
+    api.cache_following().await;
     assert_eq!(
         count(&api.json(&doctor, &record, 200).await, "diagnoses"),
         1
@@ -153,7 +153,7 @@ async fn a_rebuilds_swap_forgets_every_kept_answer() {
     let doctor = site.doctor.clone();
     let patient_id = site.patient_id;
     let record = format!("/v1/patients/{patient_id}");
-    tokio::time::sleep(query_api::cache::POLL * 3).await;
+    api.cache_following().await;
     assert_eq!(count(&api.json(&doctor, &record, 200).await, "notes"), 1);
 
     // A note stored with no change recorded, then a swap recorded as a rebuild records it.

@@ -26,7 +26,7 @@ async fn requests_are_counted_by_route_template_and_status_class() {
     let doctor = world.sites[0].doctor.clone();
     let patient = world.sites[0].patient_id;
     // Wait for the cache's first read of the checkpoints: the second read is then a hit.
-    tokio::time::sleep(query_api::cache::POLL * 3).await;
+    api.cache_following().await;
     let record = format!("/v1/patients/{patient}");
     api.json(&doctor, &record, 200).await;
     api.json(&doctor, &record, 200).await;
@@ -50,8 +50,11 @@ async fn requests_are_counted_by_route_template_and_status_class() {
             assert!(!value.contains("/no/such"), "{sample:?}");
         }
     }
-    // The scrape itself is counted, under its own route.
+    assert_eq!(samples.get("hms_query_cache_following", &[]), Some(1.0));
+    // The scrape itself is counted, under its own route (the waits above scraped too).
+    let scraped = requests(&samples, "/metrics", "2xx").unwrap_or(0.0);
+    assert!(scraped >= 1.0, "the wait scraped at least once");
     let again = scrape(&api).await;
-    assert_eq!(requests(&again, "/metrics", "2xx"), Some(1.0));
+    assert_eq!(requests(&again, "/metrics", "2xx"), Some(scraped + 1.0));
     api.stop().await;
 }

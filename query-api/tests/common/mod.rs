@@ -25,6 +25,23 @@ pub struct Api {
 }
 
 impl Api {
+    /// Waits for the answer cache's first look at the changes: until then it keeps nothing.
+    pub async fn cache_following(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let samples =
+                platform::metrics::scrape(&self.client, &format!("{}/metrics", self.base)).await;
+            if samples.get("hms_query_cache_following", &[]) == Some(1.0) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the answer cache never followed the changes"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts the API over `db` (already holding the read models).
     pub async fn start(db: TestDb) -> Api {
         Api::start_with(db, |_| {}).await
