@@ -48,7 +48,15 @@ async fn an_edge_resending_past_the_duplicate_window_doubles_nothing_and_is_conf
         s["pending_events"] == 0 && s["resends"].as_u64() >= Some(1)
     })
     .await;
-    let in_stream = edge_support::stream_contents(&nats, &prefix).await.len();
+    // The resend is counted before it is published: the stream is awaited, not the counter.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let in_stream = loop {
+        let in_stream = edge_support::stream_contents(&nats, &prefix).await.len();
+        if in_stream > 20 || std::time::Instant::now() >= deadline {
+            break in_stream;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(
         in_stream > 20,
         "the stream holds doubles ({in_stream} messages)"
@@ -73,11 +81,20 @@ async fn an_edge_resending_past_the_duplicate_window_doubles_nothing_and_is_conf
         audit, 20,
         "each event once, though the stream holds {in_stream}"
     );
-    let dropped = running
-        .metrics
-        .model("hospital")
-        .duplicates
-        .load(std::sync::atomic::Ordering::Relaxed);
+    // The doubles may come in a later batch than the twentieth patient, and are counted after
+    // its commit: the count is awaited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let dropped = loop {
+        let dropped = running
+            .metrics
+            .model("hospital")
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if dropped as usize >= in_stream - 20 || std::time::Instant::now() >= deadline {
+            break dropped;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(
         dropped as usize >= in_stream - 20,
         "{dropped} doubles dropped"

@@ -171,6 +171,25 @@ async fn a_user_registered_centrally_logs_in_at_the_edge_after_nats_stops() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The deactivation may come in a later batch than the registration it follows.
+    let deactivated = || {
+        rusqlite::Connection::open(edge.db())
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM accounts_view WHERE username = 'left.the.job' AND active = 0",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    while deactivated() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deactivation never reached the edge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // NATS goes away; the nurse signs in and works on what the edge holds.
     nats.stop();
     let signed_in = login(&edge, "ana.wanjiru", "a long enough passphrase").await;

@@ -169,7 +169,15 @@ async fn events_sent_but_not_confirmed_in_time_are_sent_again_until_confirmed() 
     assert_eq!(again["sent_unconfirmed_events"], 8, "{again}");
     assert_eq!(again["pending_events"], 0, "{again}");
     // The stream holds 13..=20 twice: the edge sent them again, in order, after the first pass.
-    let envelopes = stream_contents(&nats, &prefix).await;
+    // The resend is counted before it is published: the stream is awaited, not the counter.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let envelopes = loop {
+        let envelopes = stream_contents(&nats, &prefix).await;
+        if envelopes.len() >= 28 || std::time::Instant::now() >= deadline {
+            break envelopes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let seqs: Vec<u64> = envelopes.iter().map(|e| e.origin.node_seq).collect();
     assert!(seqs.len() >= 28, "{seqs:?}");
     assert_eq!(&seqs[..20], &(1..=20).collect::<Vec<_>>()[..]);
@@ -247,11 +255,20 @@ async fn the_status_is_published_centrally_keyed_by_node() {
     assert!(reported["reported_at"].is_string());
     // Reported again and again while connected.
     let first = reported["reported_at"].clone();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let bucket = js.get_key_value(names.sync_status_bucket()).await.unwrap();
-    let again: serde_json::Value =
-        serde_json::from_slice(&bucket.get(&node).await.unwrap().unwrap()).unwrap();
-    assert_ne!(again["reported_at"], first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again: serde_json::Value =
+            serde_json::from_slice(&bucket.get(&node).await.unwrap().unwrap()).unwrap();
+        if again["reported_at"] != first {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the status was not reported again: {again}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,15 @@ async fn only_registered_nodes_events_with_their_registered_key_are_applied() {
     .await
     .unwrap();
     assert_eq!(nodes, [a.node, b.node, c.node, d.node].map(|n| n.as_uuid()),);
+    // The hospital read model has a projector and a consumer of its own: the audit's progress
+    // says nothing of it. Its four refusals and two hospitals are awaited.
+    wait_for(
+        &db.pool,
+        "SELECT count(*) FROM projection.parked WHERE model = 'hospital'",
+        4,
+    )
+    .await;
+    wait_for(&db.pool, "SELECT count(*) FROM hospital.hospitals", 2).await;
     let names: Vec<String> =
         sqlx::query_scalar("SELECT name FROM hospital.hospitals ORDER BY name")
             .fetch_all(&db.pool)
