@@ -8,11 +8,11 @@
 use crate::log::Identity;
 use crate::sync::{SharedState, SyncConfig};
 use crate::writer::{ReceiveError, Writer};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use domain::envelope::Envelope;
 use futures::{FutureExt, StreamExt};
 use platform::retry::backoff;
-use platform::streams::Names;
+use platform::streams::{self, EdgeFeed};
 use std::time::Duration;
 
 /// The most messages stored in one commit.
@@ -33,15 +33,6 @@ const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// the consumer again does.
 const STUCK_AFTER: u32 = 2;
 
-/// The feeds an edge subscribes to: (feed name, filter subject).
-pub fn feeds(names: &Names, identity: &Identity) -> Vec<(&'static str, String)> {
-    vec![
-        ("org", names.org_subjects(&identity.hospital_id.to_string())),
-        ("plans", names.type_subjects("plan")),
-        ("insurers", names.type_subjects("insurer")),
-    ]
-}
-
 /// Runs every feed until the task is dropped.
 pub async fn run_inbound(
     config: SyncConfig,
@@ -49,14 +40,18 @@ pub async fn run_inbound(
     writer: Writer,
     state: SharedState,
 ) {
-    let tasks: Vec<_> = feeds(&config.names, &identity)
+    // The feeds central makes this edge's consumers for (`streams::ensure_edge_consumers`).
+    let feeds = config.names.edge_feeds(
+        &identity.node_id.to_string(),
+        &identity.hospital_id.to_string(),
+    );
+    let tasks: Vec<_> = feeds
         .into_iter()
-        .map(|(feed, filter)| {
+        .map(|feed| {
             run_feed(
                 config.clone(),
                 identity,
                 feed,
-                filter,
                 writer.clone(),
                 state.clone(),
             )
@@ -68,8 +63,7 @@ pub async fn run_inbound(
 async fn run_feed(
     config: SyncConfig,
     identity: Identity,
-    feed: &'static str,
-    filter: String,
+    feed: EdgeFeed,
     writer: Writer,
     state: SharedState,
 ) {
@@ -79,8 +73,7 @@ async fn run_feed(
         let error = follow(
             &config,
             &identity,
-            feed,
-            &filter,
+            &feed,
             &writer,
             &state,
             &mut failures,
@@ -90,7 +83,7 @@ async fn run_feed(
         failures = failures.saturating_add(1);
         let delay = backoff(failures, config.max_backoff);
         tracing::warn!(
-            feed,
+            feed = feed.feed,
             retry_in_ms = delay.as_millis() as u64,
             "inbound sync failed: {error}"
         );
@@ -100,12 +93,10 @@ async fn run_feed(
 
 /// Follows one feed until an error, which it returns. `silent` counts the times in a row the
 /// feed heard nothing, not even a heartbeat ([`STUCK_AFTER`]).
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     config: &SyncConfig,
     identity: &Identity,
-    feed: &'static str,
-    filter: &str,
+    edge_feed: &EdgeFeed,
     writer: &Writer,
     state: &SharedState,
     failures: &mut u32,
@@ -115,16 +106,13 @@ async fn follow(
         Ok(js) => js,
         Err(e) => return e,
     };
-    let name = config
-        .names
-        .edge_consumer(&identity.node_id.to_string(), feed);
+    let (feed, name, filter) = (edge_feed.feed, &edge_feed.consumer, &edge_feed.filter);
     // Against a development server the edge makes the stream if no one has (as outbound sync
     // does), so that its consumer can be made at once. Central makes both in production.
     let own_consumers = config.credentials.is_none();
     if own_consumers
         && let Err(e) =
-            platform::streams::ensure_events_stream(&js, &config.names, config.duplicate_window)
-                .await
+            streams::ensure_events_stream(&js, &config.names, config.duplicate_window).await
     {
         return format!("making {}: {e}", config.names.events_stream());
     }
@@ -134,20 +122,14 @@ async fn follow(
         Ok(stream) => stream,
         Err(e) => return format!("opening {}: {e}", config.names.events_stream()),
     };
+    // The definition central makes this consumer with; made again, it starts further on.
     let consumer_config = |deliver_policy| pull::Config {
-        durable_name: Some(name.clone()),
-        description: Some(format!("edge {} feed {feed}", identity.node_id)),
-        filter_subject: filter.to_owned(),
         deliver_policy,
-        // One acknowledgement covers the batch before it.
-        ack_policy: AckPolicy::All,
-        ack_wait: Duration::from_secs(60),
-        max_ack_pending: 10_000,
-        ..Default::default()
+        ..streams::edge_consumer_config(&identity.node_id.to_string(), edge_feed)
     };
     if *silent >= STUCK_AFTER {
         if own_consumers {
-            match remake(&stream, &name, consumer_config).await {
+            match remake(&stream, name, consumer_config).await {
                 Ok(from) => {
                     tracing::warn!(feed, consumer = %name, from_stream_seq = from,
                         "the feed's consumer sent nothing, not even a heartbeat, {} times in a \
@@ -166,7 +148,7 @@ async fn follow(
         }
     }
     let consumer = stream
-        .get_or_create_consumer(&name, consumer_config(DeliverPolicy::All))
+        .get_or_create_consumer(name, consumer_config(DeliverPolicy::All))
         .await;
     let consumer = match consumer {
         Ok(consumer) => consumer,
@@ -332,6 +314,7 @@ async fn remake(
 mod tests {
     use super::*;
     use async_nats::jetstream::AckKind;
+    use platform::streams::Names;
 
     /// A consumer made again delivers from just after the last event it had acknowledged,
     /// under the same name and filter: nothing acknowledged comes again, nothing after is lost.
@@ -345,13 +328,15 @@ mod tests {
             .await
             .unwrap();
         let stream = js.get_stream_no_info(names.events_stream()).await.unwrap();
-        let filter = names.type_subjects("plan");
+        let plans = names
+            .edge_feeds("n", "h")
+            .into_iter()
+            .find(|f| f.feed == "plans")
+            .unwrap();
+        assert_eq!(plans.consumer, "edge_n_plans");
         let config = |deliver_policy| pull::Config {
-            durable_name: Some("edge_n_plans".into()),
-            filter_subject: filter.clone(),
             deliver_policy,
-            ack_policy: AckPolicy::All,
-            ..Default::default()
+            ..streams::edge_consumer_config("n", &plans)
         };
         // Another type's event first: stream sequences and the feed's own count differ.
         js.publish(format!("{prefix}.events.o.claim.c"), "other".into())
@@ -400,7 +385,11 @@ mod tests {
         let mut again: async_nats::jetstream::consumer::PullConsumer =
             stream.get_consumer("edge_n_plans").await.unwrap();
         let info = again.info().await.unwrap().clone();
-        assert_eq!(info.config.filter_subject, filter);
+        assert_eq!(info.config.filter_subject, plans.filter);
+        assert_eq!(
+            info.config.ack_policy,
+            async_nats::jetstream::consumer::AckPolicy::All
+        );
         let delivered = fetch(again, 10).await;
         let payloads: Vec<&[u8]> = delivered.iter().map(|m| m.payload.as_ref()).collect();
         assert_eq!(payloads, [b"4".as_slice(), b"5".as_slice()]);
