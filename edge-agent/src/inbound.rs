@@ -91,8 +91,8 @@ async fn run_feed(
     }
 }
 
-/// Follows one feed until an error, which it returns. `silent` counts the times in a row the
-/// feed heard nothing, not even a heartbeat ([`STUCK_AFTER`]).
+/// Follows one feed until an error, which it returns. `silent` counts the pulls in a row that
+/// heard nothing from their start, not even a heartbeat ([`silences`], [`STUCK_AFTER`]).
 async fn follow(
     config: &SyncConfig,
     identity: &Identity,
@@ -159,6 +159,7 @@ async fn follow(
         Err(e) => return format!("pulling from {name}: {e}"),
     };
     tracing::info!(feed, consumer = %name, filter, "following central events");
+    let pulled_at = std::time::Instant::now();
     let own = identity.node_id.to_string();
     loop {
         // Wait for one message, then take whatever else is already here, up to a batch.
@@ -166,7 +167,7 @@ async fn follow(
             Some(Ok(message)) => message,
             Some(Err(e)) => {
                 if e.kind() == pull::MessagesErrorKind::MissingHeartbeat {
-                    *silent = silent.saturating_add(1);
+                    *silent = silences(*silent, pulled_at.elapsed());
                 }
                 return format!("receiving from {name}: {e}");
             }
@@ -280,6 +281,18 @@ async fn store(
     }
 }
 
+/// The count of silences in a row after a feed, open for `open_for`, missed its heartbeats. A
+/// pull that heard nothing from its start (the heartbeats are missed after two intervals) adds
+/// to the count; one that had heard heartbeats first, as when NATS restarts under a working
+/// feed, starts a new count.
+fn silences(before: u32, open_for: Duration) -> u32 {
+    if open_for < IDLE_HEARTBEAT * 3 {
+        before.saturating_add(1)
+    } else {
+        1
+    }
+}
+
 /// Deletes the consumer `name` and makes it again to deliver from just after the last event it
 /// had acknowledged (everything up to there is stored; an event stored but not yet acknowledged
 /// comes again and is passed over). Returns the stream sequence it delivers from.
@@ -315,6 +328,18 @@ mod tests {
     use super::*;
     use async_nats::jetstream::AckKind;
     use platform::streams::Names;
+
+    /// Only silences from the start of a pull add up to a stuck consumer; one after heartbeats
+    /// were heard (NATS restarted under an idle feed) starts afresh.
+    #[test]
+    fn a_feed_is_stuck_only_after_silences_from_the_start_of_each_pull() {
+        let at_once = IDLE_HEARTBEAT * 2 + Duration::from_millis(300);
+        let later = Duration::from_secs(600);
+        assert_eq!(silences(0, at_once), 1);
+        assert_eq!(silences(1, at_once), STUCK_AFTER);
+        assert_eq!(silences(1, later), 1, "heartbeats were heard first");
+        assert_eq!(silences(0, later), 1);
+    }
 
     /// A consumer made again delivers from just after the last event it had acknowledged,
     /// under the same name and filter: nothing acknowledged comes again, nothing after is lost.
