@@ -893,7 +893,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_states_are_evicted_and_a_load_puts_one_back() {
-        let mut node = Node::new();
+        let mut node = Node::new(Role::Pharmacist);
         let h = HospitalId::from_uuid(Uuid::now_v7());
         let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 1);
         let (a, first) = received(h, "AMOX500", 5);
@@ -942,7 +942,7 @@ mod tests {
 
     #[test]
     fn an_appointment_may_be_evicted_once_closed_and_leaves_the_doctors_slots() {
-        let mut node = Node::new();
+        let mut node = Node::new(Role::Pharmacist);
         let h = HospitalId::from_uuid(Uuid::now_v7());
         let doctor = UserId::from_uuid(Uuid::now_v7());
         let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 1);
@@ -1002,7 +1002,7 @@ mod tests {
 
     #[test]
     fn a_national_id_changed_while_its_patient_was_evicted_is_found_under_the_new_id() {
-        let mut node = Node::new();
+        let mut node = Node::new(Role::Pharmacist);
         let h = HospitalId::from_uuid(Uuid::now_v7());
         let mut known = Known::for_reconciler(NodeId::from_uuid(Uuid::now_v7()), 1);
         let (patient, registration) = registered(h, "NID-1111");
@@ -1071,7 +1071,7 @@ mod tests {
     #[test]
     fn a_command_is_known_by_the_stream_sequences_of_its_own_nodes_events() {
         let h = HospitalId::from_uuid(Uuid::now_v7());
-        let (mut edge, mut other) = (Node::new(), Node::new());
+        let (mut edge, mut other) = (Node::new(Role::Pharmacist), Node::new(Role::Pharmacist));
         let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 10);
         let mut reconciler = Known::for_reconciler(NodeId::from_uuid(Uuid::now_v7()), 10);
         let command = CommandId::from_uuid(Uuid::now_v7());
@@ -1098,7 +1098,7 @@ mod tests {
 
     #[test]
     fn the_follower_passes_over_what_a_load_already_covered() {
-        let mut node = Node::new();
+        let mut node = Node::new(Role::Pharmacist);
         let h = HospitalId::from_uuid(Uuid::now_v7());
         let mut known = Known::for_writer(NodeId::from_uuid(Uuid::now_v7()), 10);
         let (a, first) = received(h, "AMOX500", 5);

@@ -15,8 +15,8 @@ pub mod known;
 pub mod lease;
 pub mod limits;
 pub mod reconciler;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod writer;
 
 use anyhow::Context as _;

@@ -326,7 +326,7 @@ mod tests {
             // A later event, not judged yet.
             dispensed(3),
         ];
-        let mut node = crate::testing::Node::new();
+        let mut node = crate::testing::Node::new(Role::Pharmacist);
         let mut seqs = Vec::new();
         let mut ids = Vec::new();
         let mut subject = String::new();

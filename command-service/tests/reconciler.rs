@@ -5,6 +5,9 @@ mod support;
 
 use domain::event::*;
 use domain::values::*;
+// A site recording events the way an edge does (its own chain, signed), for publishing
+// straight into the stream: what two offline sites send when they reconnect.
+use command_service::testing::Node as Site;
 use support::*;
 use uuid::Uuid;
 

@@ -348,59 +348,6 @@ pub fn verify_central_chain(
     own.len() as u64
 }
 
-/// A site recording events the way an edge does (its own chain, signed), for publishing
-/// straight into the stream: what two offline sites send when they reconnect.
-pub struct Site {
-    pub key: ed25519_dalek::SigningKey,
-    pub node: domain::values::NodeId,
-    seq: u64,
-    prev: domain::envelope::Hash,
-    pub role: Role,
-}
-
-impl Site {
-    pub fn new(role: Role) -> Site {
-        Site {
-            key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
-            node: domain::values::NodeId::from_uuid(Uuid::now_v7()),
-            seq: 0,
-            prev: domain::envelope::Hash::GENESIS,
-            role,
-        }
-    }
-
-    pub fn record(&mut self, event: impl Into<domain::Event>) -> domain::envelope::Envelope {
-        use domain::envelope::{Actor, EnvelopeDraft, Origin, Recording};
-        use domain::values::{CommandId, EventId, Timestamp};
-        let event = event.into();
-        self.seq += 1;
-        let envelope = EnvelopeDraft::new(
-            &event,
-            Recording {
-                event_id: EventId::from_uuid(Uuid::now_v7()),
-                aggregate_version: 1,
-                occurred_at: Timestamp::new(chrono::Utc::now()),
-                actor: Actor {
-                    user_id: UserId::from_uuid(Uuid::now_v7()),
-                    role: self.role,
-                },
-                origin: Origin {
-                    node_id: self.node,
-                    node_seq: self.seq,
-                },
-                command_id: CommandId::from_uuid(Uuid::now_v7()),
-                correlation_id: Uuid::now_v7(),
-                causation_id: Uuid::now_v7(),
-                prev_hash: self.prev,
-            },
-        )
-        .seal(&self.key)
-        .unwrap();
-        self.prev = envelope.hash;
-        envelope
-    }
-}
-
 /// Publishes envelopes as an edge's sync does (subject by tenant and aggregate, `Nats-Msg-Id`).
 pub async fn publish(nats_url: &str, prefix: &str, envelopes: &[domain::envelope::Envelope]) {
     let client = async_nats::connect(nats_url).await.unwrap();
