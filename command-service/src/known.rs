@@ -140,6 +140,17 @@ enum Held {
     Evicted,
 }
 
+impl Held {
+    /// Whether what is held counts against the capacity ([`counted_in`]): an evicted state
+    /// does not.
+    fn counted_in(&self, capacity: Option<usize>, aggregate_type: AggregateType) -> bool {
+        match self {
+            Held::State(state) => counted_in(capacity, aggregate_type, state.as_deref()),
+            Held::Evicted => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Known {
     own_node: NodeId,
@@ -277,12 +288,7 @@ impl Known {
         match self.aggregates.get_mut(&aggregate) {
             Some(slot) if slot.last_seq > entry.last_seq => return false,
             Some(slot) => {
-                let was_counted = match &slot.held {
-                    Held::State(state) => {
-                        counted_in(capacity, aggregate.aggregate_type, state.as_deref())
-                    }
-                    Held::Evicted => false,
-                };
+                let was_counted = slot.held.counted_in(capacity, aggregate.aggregate_type);
                 self.evictable_held =
                     self.evictable_held + usize::from(counted) - usize::from(was_counted);
                 slot.version = entry.version;
@@ -325,12 +331,7 @@ impl Known {
         let mut held: Vec<(u64, AggregateRef)> = self
             .aggregates
             .iter()
-            .filter(|(key, slot)| match &slot.held {
-                Held::State(state) => {
-                    counted_in(self.capacity, key.aggregate_type, state.as_deref())
-                }
-                Held::Evicted => false,
-            })
+            .filter(|(key, slot)| slot.held.counted_in(self.capacity, key.aggregate_type))
             .map(|(key, slot)| (slot.used.load(Ordering::Relaxed), *key))
             .collect();
         held.sort_unstable_by_key(|(used, _)| *used);
