@@ -246,9 +246,7 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
         .get_stream(names.events_stream())
         .await
         .context("the events stream")?
-        .info()
-        .await
-        .context("the events stream's state")?
+        .cached_info()
         .state
         .messages;
     let started = Instant::now();

@@ -301,15 +301,13 @@ async fn remake(
     name: &str,
     config: impl Fn(DeliverPolicy) -> pull::Config,
 ) -> Result<u64, String> {
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_consumer(name)
-        .await
-        .map_err(|e| format!("reading it: {e}"))?;
-    let info = consumer
-        .info()
-        .await
-        .map_err(|e| format!("reading it: {e}"))?;
-    let from = info.ack_floor.stream_sequence + 1;
+    // Looking the consumer up reads its information, acknowledgement floor included.
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream
+            .get_consumer(name)
+            .await
+            .map_err(|e| format!("reading it: {e}"))?;
+    let from = consumer.cached_info().ack_floor.stream_sequence + 1;
     stream
         .delete_consumer(name)
         .await
