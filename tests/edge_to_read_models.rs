@@ -49,14 +49,9 @@ async fn an_edge_resending_past_the_duplicate_window_doubles_nothing_and_is_conf
     })
     .await;
     // The resend is counted before it is published: the stream is awaited, not the counter.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let in_stream = loop {
-        let in_stream = edge_support::stream_contents(&nats, &prefix).await.len();
-        if in_stream > 20 || std::time::Instant::now() >= deadline {
-            break in_stream;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let in_stream = edge_support::wait_for_stream(&nats, &prefix, 21)
+        .await
+        .len();
     assert!(
         in_stream > 20,
         "the stream holds doubles ({in_stream} messages)"

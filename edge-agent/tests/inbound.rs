@@ -13,7 +13,7 @@ use serde_json::json;
 use std::time::Duration;
 use support::{
     Answer, NatsServer, TestEdge, answer, id, prefix, register_patient, spawn_synced,
-    stream_contents,
+    wait_for_stream,
 };
 use uuid::Uuid;
 
@@ -391,19 +391,6 @@ async fn an_insurers_decision_shows_in_the_edges_claim() {
     assert_eq!(nurse.status, StatusCode::FORBIDDEN);
     let unknown = edge.get(&accountant, &format!("/v1/claims/{}", id())).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-}
-
-/// The stream's messages once it holds at least `count` (the edge's own events, sent).
-async fn wait_for_stream(nats: &NatsServer, prefix: &str, count: usize) -> Vec<Envelope> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let envelopes = stream_contents(nats, prefix).await;
-        if envelopes.len() >= count {
-            return envelopes;
-        }
-        assert!(std::time::Instant::now() < deadline, "the edge never sent");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use std::time::Duration;
 use support::{
     NatsServer, TestEdge, prefix, register_patient, spawn_synced, spawn_synced_with,
-    stream_contents,
+    stream_contents, wait_for_stream,
 };
 
 async fn record(edge: &TestEdge, count: usize) {
@@ -170,14 +170,7 @@ async fn events_sent_but_not_confirmed_in_time_are_sent_again_until_confirmed() 
     assert_eq!(again["pending_events"], 0, "{again}");
     // The stream holds 13..=20 twice: the edge sent them again, in order, after the first pass.
     // The resend is counted before it is published: the stream is awaited, not the counter.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let envelopes = loop {
-        let envelopes = stream_contents(&nats, &prefix).await;
-        if envelopes.len() >= 28 || std::time::Instant::now() >= deadline {
-            break envelopes;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let envelopes = wait_for_stream(&nats, &prefix, 28).await;
     let seqs: Vec<u64> = envelopes.iter().map(|e| e.origin.node_seq).collect();
     assert!(seqs.len() >= 28, "{seqs:?}");
     assert_eq!(&seqs[..20], &(1..=20).collect::<Vec<_>>()[..]);

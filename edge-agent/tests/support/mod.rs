@@ -233,6 +233,27 @@ pub async fn stream_contents(nats: &NatsServer, prefix: &str) -> Vec<domain::env
     envelopes
 }
 
+/// The stream's messages once it holds at least `count` (the edge's events, sent).
+pub async fn wait_for_stream(
+    nats: &NatsServer,
+    prefix: &str,
+    count: usize,
+) -> Vec<domain::envelope::Envelope> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let envelopes = stream_contents(nats, prefix).await;
+        if envelopes.len() >= count {
+            return envelopes;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never held {count} messages (it holds {})",
+            envelopes.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub fn id() -> String {
     Uuid::now_v7().to_string()
 }
