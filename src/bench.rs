@@ -85,6 +85,8 @@ pub(crate) struct Figures {
     pub(crate) errors: u64,
     pub(crate) seconds: f64,
     pub(crate) latencies: Vec<Duration>,
+    /// The CPU time this process used during the run, where it was measured.
+    pub(crate) cpu: Option<CpuTime>,
 }
 
 impl Figures {
@@ -95,6 +97,7 @@ impl Figures {
             errors: 0,
             seconds,
             latencies: Vec::new(),
+            cpu: None,
         };
         for (commands, errors, latencies) in parts {
             figures.commands += commands;
@@ -117,6 +120,13 @@ impl Figures {
 
     pub(crate) fn rate(&self) -> f64 {
         self.commands as f64 / self.seconds
+    }
+
+    /// CPU microseconds per command: in this process, and in the named part of the work.
+    pub(crate) fn cpu_per_command(&self) -> Option<(f64, f64)> {
+        let cpu = self.cpu?;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / self.commands.max(1) as f64;
+        Some((per(cpu.process), per(cpu.named)))
     }
 
     pub(crate) fn percentile(&self, p: f64) -> Duration {
@@ -256,13 +266,15 @@ async fn bare_run(bench: &EdgeBench) -> Result<Figures> {
         doctors: vec![UserId::from_uuid(Uuid::now_v7())],
         next_slot: AtomicU64::new(0),
     });
-    let figures = load(
+    let before = CpuTime::now("");
+    let mut figures = load(
         &format!("http://{bare_addr}/v1/commands"),
         "no-token",
         workload,
         bench,
     )
     .await;
+    figures.cpu = CpuTime::since(before, "");
     bare_server.abort();
     Ok(figures)
 }
@@ -337,13 +349,15 @@ async fn edge(bench: EdgeBench) -> Result<()> {
         next_slot: AtomicU64::new(0),
     });
     let batches_before = edge.writer.progress().batches.load(Ordering::Relaxed);
-    let measured = load(
+    let cpu_before = CpuTime::now(WRITER_THREAD);
+    let mut measured = load(
         &format!("http://{}/v1/commands", edge.addr),
         &token,
         workload,
         &bench,
     )
     .await;
+    measured.cpu = CpuTime::since(cpu_before, WRITER_THREAD);
     let batches = edge.writer.progress().batches.load(Ordering::Relaxed) - batches_before;
     edge.stop().await?;
     let bare = match bare_before {
@@ -370,6 +384,9 @@ async fn edge(bench: EdgeBench) -> Result<()> {
         batches,
         measured.commands as f64 / batches.max(1) as f64
     );
+    if let Some(bare) = &bare {
+        cpu_budget(&measured, bare);
+    }
     if measured.errors > 0 {
         bail!("{} edge commands failed", measured.errors);
     }
@@ -377,6 +394,111 @@ async fn edge(bench: EdgeBench) -> Result<()> {
         large_log(bench.log_events).await?;
     }
     Ok(())
+}
+
+/// The name of the edge's writer thread, which decides, seals and stores every command in turn.
+const WRITER_THREAD: &str = "edge-writer";
+
+/// Where the edge's CPU goes, beside the bare handler's: what limits the ratio on this machine.
+/// The load generator runs in this process for both, so both figures include it.
+fn cpu_budget(edge: &Figures, bare: &Figures) {
+    let (Some((edge_cpu, writer_cpu)), Some((bare_cpu, _))) =
+        (edge.cpu_per_command(), bare.cpu_per_command())
+    else {
+        println!("CPU per command: not measured (needs Linux's /proc)");
+        return;
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let all_cores = cores * 1e6 / edge_cpu;
+    let one_writer = 1e6 / writer_cpu;
+    println!(
+        "CPU per command, load generator included: bare axum {bare_cpu:.0} us, edge {edge_cpu:.0} us, \
+         of which {writer_cpu:.0} us on the edge's one writer thread (busy {:.0} % of the run)",
+        100.0 * edge.cpu.map_or(0.0, |c| c.named.as_secs_f64()) / edge.seconds
+    );
+    println!(
+        "so the edge cannot pass {all_cores:.0} commands/s with all {cores} cores busy (ratio {:.2}), \
+         nor {one_writer:.0} commands/s on its one writer thread, even if the disk never made it wait \
+         (ratio {:.2})",
+        all_cores / bare.rate(),
+        one_writer / bare.rate()
+    );
+}
+
+/// CPU time used by this process (every thread, those ended included) and by one named part of
+/// the work: this process's live threads of one name, or other processes of one name. Read
+/// from Linux's `/proc`, in its clock ticks (USER_HZ, 100 a second).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuTime {
+    pub(crate) process: Duration,
+    pub(crate) named: Duration,
+}
+
+impl CpuTime {
+    /// Now; `None` where `/proc` cannot be read.
+    pub(crate) fn now(thread_name: &str) -> Option<CpuTime> {
+        let process = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
+        let mut named = Duration::ZERO;
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            if let Some((name, used)) = std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(ticks)
+                && name == thread_name
+            {
+                named += used;
+            }
+        }
+        Some(CpuTime { process, named })
+    }
+
+    /// What was used from `before` until now.
+    pub(crate) fn since(before: Option<CpuTime>, thread_name: &str) -> Option<CpuTime> {
+        let (before, now) = (before?, CpuTime::now(thread_name)?);
+        Some(CpuTime {
+            process: now.process.saturating_sub(before.process),
+            named: now.named.saturating_sub(before.named),
+        })
+    }
+}
+
+/// CPU time used so far by every process of this name on the machine (the local NATS server,
+/// say); `None` where `/proc` cannot be read or no such process runs.
+pub(crate) fn processes_cpu(name: &str) -> Option<Duration> {
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Some((process, used)) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .as_deref()
+            .and_then(ticks)
+            && process == name
+        {
+            found = Some(found.unwrap_or(Duration::ZERO) + used);
+        }
+    }
+    found
+}
+
+/// The name and the user plus system time in a `/proc/.../stat` line.
+fn ticks(stat: &str) -> Option<(&str, Duration)> {
+    // The name is in parentheses and may hold spaces or parentheses itself.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the name: state, then 10 fields, then utime and stime.
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((
+        &stat[open + 1..close],
+        Duration::from_millis((user + system) * 10),
+    ))
 }
 
 /// A fresh data directory with the development hospital and `events` registrations in its log.
@@ -663,4 +785,50 @@ pub(crate) fn resident_kib_of(pid: u32) -> Option<u64> {
 /// This process's resident memory in KiB (0 if unknown).
 pub(crate) fn resident_kib() -> u64 {
     resident_kib_of(std::process::id()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_its_name_and_cpu_time_even_with_parentheses_in_the_name() {
+        let line = "4242 (edge (x) w) S 1 4242 4242 0 -1 4194368 950 0 0 0 123 45 0 0 20 0 9 0";
+        let (name, used) = ticks(line).expect("a stat line");
+        assert_eq!(name, "edge (x) w");
+        assert_eq!(used, Duration::from_millis((123 + 45) * 10));
+        assert!(ticks("4242 (short) S 1 2").is_none());
+    }
+
+    #[test]
+    fn this_process_and_its_named_threads_are_measured() {
+        let before = CpuTime::now("cpu-spinner").expect("/proc is readable on Linux");
+        let (spun, measured) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let spinner = std::thread::Builder::new()
+            .name("cpu-spinner".into())
+            .spawn(move || {
+                // Spins until it has itself used 200 ms of CPU, however busy the machine is.
+                let own = || {
+                    ticks(&std::fs::read_to_string("/proc/thread-self/stat").unwrap())
+                        .unwrap()
+                        .1
+                };
+                let mut x = 0u64;
+                while own() < Duration::from_millis(200) {
+                    for _ in 0..100_000 {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                }
+                spun.0.send(()).unwrap();
+                // Alive until it has been measured.
+                measured.1.recv().unwrap();
+            })
+            .expect("a thread");
+        spun.1.recv().expect("the spinner spun");
+        let used = CpuTime::since(Some(before), "cpu-spinner").expect("measured");
+        measured.0.send(()).unwrap();
+        spinner.join().expect("the spinner ends");
+        assert!(used.named >= Duration::from_millis(200), "{used:?}");
+        assert!(used.process >= used.named, "{used:?}");
+    }
 }

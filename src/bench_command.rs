@@ -14,7 +14,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::bench::Figures;
+use crate::bench::{CpuTime, Figures, processes_cpu};
 
 #[derive(Debug, Args)]
 pub struct CommandBench {
@@ -40,6 +40,8 @@ pub async fn run(bench: CommandBench) -> Result<()> {
     }
     let raw = raw_publishes(&bench).await?;
     let service = service_run(&bench).await?;
+    let raw_cpu = raw.cpu_per_command();
+    let service_cpu = service.cpu_per_command();
     println!(
         "hms bench command: {} concurrent clients, {:.0} s each\n",
         bench.clients, bench.seconds
@@ -56,6 +58,19 @@ pub async fn run(bench: CommandBench) -> Result<()> {
         "\nratio command service / raw publish: {:.2} (target 0.60)",
         service.rate() / raw.rate().max(1.0)
     );
+    if let (Some((raw_here, raw_nats)), Some((service_here, service_nats))) = (raw_cpu, service_cpu)
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let ceiling = cores * 1e6 / (service_here + service_nats);
+        println!(
+            "CPU per message, clients included: raw publish {raw_here:.0} us here and {raw_nats:.0} us in nats-server; \
+             command service {service_here:.0} us here and {service_nats:.0} us in nats-server"
+        );
+        println!(
+            "so the command service cannot pass {ceiling:.0} commands/s with all {cores} cores busy (ratio {:.2})",
+            ceiling / raw.rate().max(1.0)
+        );
+    }
     if service.errors > 0 || raw.errors > 0 {
         bail!(
             "{} commands and {} raw publishes failed",
@@ -83,6 +98,8 @@ async fn raw_publishes(bench: &CommandBench) -> Result<Figures> {
     let body = bytes::Bytes::from(vec![b'x'; 600]);
     let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
     let started = Instant::now();
+    let cpu_before = CpuTime::now("");
+    let nats_before = processes_cpu(NATS_SERVER);
     let mut tasks = tokio::task::JoinSet::new();
     let per_client = bench.aggregates / bench.clients;
     for client_index in 0..bench.clients {
@@ -127,9 +144,21 @@ async fn raw_publishes(bench: &CommandBench) -> Result<Figures> {
     while let Some(part) = tasks.join_next().await {
         parts.push(part?);
     }
-    let figures = Figures::merge(parts, started.elapsed().as_secs_f64());
+    let mut figures = Figures::merge(parts, started.elapsed().as_secs_f64());
+    figures.cpu = cpu_with_nats(cpu_before, nats_before);
     let _ = js.delete_stream(names.events_stream()).await;
     Ok(figures)
+}
+
+/// The name of the NATS server's processes, whose CPU both sides of the benchmark spend.
+const NATS_SERVER: &str = "nats-server";
+
+/// This process's CPU time since `before`, with the NATS servers' on this machine since
+/// `nats_before` as the named part (unknown when NATS runs elsewhere).
+fn cpu_with_nats(before: Option<CpuTime>, nats_before: Option<Duration>) -> Option<CpuTime> {
+    let process = CpuTime::since(before, "")?.process;
+    let named = processes_cpu(NATS_SERVER)?.saturating_sub(nats_before?);
+    Some(CpuTime { process, named })
 }
 
 /// The command service on a fresh prefix: an insurer with plans, then every client updates
@@ -215,7 +244,8 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     let rss_after_setup = crate::bench::resident_kib();
 
     let per_client = bench.aggregates / bench.clients;
-    let figures = crate::bench::http_load(
+    let (cpu_before, nats_before) = (CpuTime::now(""), processes_cpu(NATS_SERVER));
+    let mut figures = crate::bench::http_load(
         bench.clients,
         bench.seconds,
         reqwest::StatusCode::CREATED,
@@ -238,6 +268,7 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
         },
     )
     .await;
+    figures.cpu = cpu_with_nats(cpu_before, nats_before);
     running.stop().await;
     let client = async_nats::connect(&bench.nats_url).await?;
     let js = async_nats::jetstream::new(client);
