@@ -149,6 +149,15 @@ fn hms_nats_config_prints_the_files_and_makes_hashes_nats_server_reads() {
 /// temporary directory, which lives as long as the returned guard. Central's password is
 /// `central-secret`, the analyst's `analyst-secret`.
 fn production_server(names: &Names, edges: &[EdgeUser]) -> (tempfile::TempDir, NatsServer) {
+    production_server_edited(names, edges, |conf| conf)
+}
+
+/// [`production_server`] with the edges' configuration passed through `edit` first.
+fn production_server_edited(
+    names: &Names,
+    edges: &[EdgeUser],
+    edit: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, NatsServer) {
     let hash = |p: &str| nats_auth::hash_password(p).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -165,7 +174,7 @@ fn production_server(names: &Names, edges: &[EdgeUser]) -> (tempfile::TempDir, N
     std::fs::write(&conf, nats_auth::server_conf(names, &settings).unwrap()).unwrap();
     std::fs::write(
         dir.path().join(nats_auth::EDGES_FILE),
-        nats_auth::edges_conf(names, edges).unwrap(),
+        edit(nats_auth::edges_conf(names, edges).unwrap()),
     )
     .unwrap();
     let server = NatsServer::start(
@@ -792,6 +801,16 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Has the server read its configuration files again (SIGHUP), as an operator would after
+    /// changing them; permissions change for the connections already open.
+    fn reload(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -HUP nats-server");
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -1154,5 +1173,187 @@ async fn an_edge_syncs_both_ways_through_its_own_account() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    edge.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A feed that hears nothing: the edge's status says so until it delivers again.
+
+/// An edge in production may not make its consumers, so one that sends nothing, not even a
+/// heartbeat (nats-server 2.9.10 was seen to leave a consumer so; nats/README.md), is not
+/// mended at the edge: its sync status, the status it reports centrally and its metrics name
+/// the feed until the feed delivers again. Here the edge's account may look its plans consumer
+/// up but not pull from it, which the edge sees exactly as such a consumer; the operator's fix,
+/// a changed configuration read again, ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_sends_nothing_shows_as_stuck_until_it_delivers_again() {
+    use domain::values::{HospitalId, Role};
+    let names = Names::new("hms").unwrap();
+    let hospital = HospitalId::from_uuid(Uuid::now_v7());
+    let node = Uuid::now_v7();
+    let hash = |p: &str| nats_auth::hash_password(p).unwrap();
+    let edges = vec![
+        EdgeUser::new(
+            &node.to_string(),
+            &hospital.to_string(),
+            &hash("edge-secret"),
+        )
+        .unwrap(),
+    ];
+    let plans_pull = format!(
+        "\"$JS.HMS.API.CONSUMER.MSG.NEXT.{}.{}\"",
+        names.events_stream(),
+        names.edge_consumer(&node.to_string(), "plans")
+    );
+    let without_plans_pull = |conf: String| {
+        assert!(conf.contains(&plans_pull), "{conf}");
+        let kept: Vec<&str> = conf.lines().filter(|l| l.trim() != plans_pull).collect();
+        kept.join("\n") + "\n"
+    };
+    let (dir, server) = production_server_edited(&names, &edges, without_plans_pull);
+
+    let (central, _) = connect(&server, "central", "central-secret", None).await;
+    let cjs = jetstream::new(central);
+    streams::ensure_events_stream(&cjs, &names, streams::DEFAULT_DUPLICATE_WINDOW)
+        .await
+        .unwrap();
+    streams::ensure_bucket(&cjs, streams::confirmed_bucket_config(&names))
+        .await
+        .unwrap();
+    let status = streams::ensure_bucket(&cjs, streams::sync_status_bucket_config(&names))
+        .await
+        .unwrap();
+    streams::ensure_edge_consumers(&cjs, &names, &node.to_string(), &hospital.to_string())
+        .await
+        .unwrap();
+    // The hospital's history, its insurer and the insurer's plan, as central has them.
+    let dev = edge_agent::fixture::DevHospital::new(hospital, 1);
+    for event in &dev.history {
+        cjs.publish(
+            event.subject("hms"),
+            serde_json::to_vec(event).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let mut config = edge_agent::EdgeConfig::new(data.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.node_id = Some(node);
+    config.hospital_id = Some(hospital.as_uuid());
+    let mut sync = edge_agent::sync::SyncConfig::new(server.url(), names.clone());
+    sync.credentials = Some((
+        nats_auth::edge_user(&node.to_string()),
+        "edge-secret".into(),
+    ));
+    sync.status_interval = Duration::from_millis(200);
+    sync.max_backoff = Duration::from_millis(500);
+    config.sync = Some(sync);
+    let db = config.db_path();
+    let edge = edge_agent::start(config).await.unwrap();
+    let token = platform::keys::resolve_jwt_keys(None, None, data.path())
+        .and_then(|f| f.load())
+        .unwrap()
+        .signer()
+        .unwrap()
+        .mint(&platform::token::Claims::new(
+            dev.user(Role::Receptionist),
+            hospital.into(),
+            vec![Role::Receptionist],
+            None,
+            600,
+            platform::token::unix_now(),
+        ));
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", edge.addr);
+    let sync_status = || async {
+        http.get(format!("{base}/v1/sync/status"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let stuck_gauge = || async {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("hms_sync_feeds_stuck "))
+            .map(str::to_owned)
+    };
+    let reported = || async {
+        status
+            .get(node.to_string())
+            .await
+            .unwrap()
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r).unwrap())
+    };
+
+    // Two pulls in a row, each silent for two 5 s heartbeats: about 20 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let here = sync_status().await;
+        let there = reported().await;
+        if here["stuck_feeds"] == serde_json::json!(["plans"])
+            && there.as_ref().map(|r| &r["stuck_feeds"]) == Some(&serde_json::json!(["plans"]))
+        {
+            // The other feeds hear from the server: the hospital's own events arrived.
+            assert!(here["inbound_events_stored"].as_u64() > Some(0), "{here}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the plans feed was never shown stuck: {here}, reported {there:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(stuck_gauge().await.as_deref(), Some("1"));
+
+    // The operator's fix: the edge may pull its plans again.
+    std::fs::write(
+        dir.path().join(nats_auth::EDGES_FILE),
+        nats_auth::edges_conf(&names, &edges).unwrap(),
+    )
+    .unwrap();
+    server.reload();
+    let plan_stored = || {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM inbound WHERE event_type = 'PlanPublished'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let here = sync_status().await;
+        let there = reported().await;
+        if here["stuck_feeds"] == serde_json::json!([])
+            && there.as_ref().map(|r| &r["stuck_feeds"]) == Some(&serde_json::json!([]))
+            && plan_stored() > 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the plans feed still shown stuck after the fix: {here}, reported {there:?}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(stuck_gauge().await.as_deref(), Some("0"));
     edge.stop().await.unwrap();
 }

@@ -32,6 +32,9 @@ const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// answered no later pull, from any connection. Opening the feed again does not help; making
 /// the consumer again does.
 const STUCK_AFTER: u32 = 2;
+/// A pull open this long without missing its heartbeats (missed after two intervals) has heard
+/// from the server.
+const HEARD_AFTER: Duration = Duration::from_secs(IDLE_HEARTBEAT.as_secs() * 3);
 
 /// Runs every feed until the task is dropped.
 pub async fn run_inbound(
@@ -140,11 +143,13 @@ async fn follow(
             }
         } else {
             // An edge's account may not delete its consumer; central made it and can
-            // (nats/README.md).
+            // (nats/README.md). Sync status shows the feed until it delivers again.
+            state.lock().expect("sync state").stuck_feeds.insert(feed);
             tracing::error!(feed, consumer = %name,
                 "the feed's consumer sends nothing, not even a heartbeat ({} times in a row): \
                  central events of this feed do not arrive until it is deleted centrally and \
-                 the command service restarted, which makes it again", *silent);
+                 the command service restarted, which makes it again (or, if this edge may not \
+                 pull from it, until the edge's NATS permissions are mended)", *silent);
         }
     }
     let consumer = stream
@@ -161,9 +166,24 @@ async fn follow(
     tracing::info!(feed, consumer = %name, filter, "following central events");
     let pulled_at = std::time::Instant::now();
     let own = identity.node_id.to_string();
+    // Once the pull has heard from the server, the feed is not stuck, messages or none.
+    let heard = tokio::time::sleep(HEARD_AFTER);
+    tokio::pin!(heard);
+    let mut heard_yet = false;
     loop {
         // Wait for one message, then take whatever else is already here, up to a batch.
-        let first = match messages.next().await {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            () = &mut heard, if !heard_yet => {
+                heard_yet = true;
+                if *silent > 0 {
+                    state.lock().expect("sync state").stuck_feeds.remove(feed);
+                    *silent = 0;
+                }
+                continue;
+            }
+        };
+        let first = match next {
             Some(Ok(message)) => message,
             Some(Err(e)) => {
                 if e.kind() == pull::MessagesErrorKind::MissingHeartbeat {
@@ -173,6 +193,9 @@ async fn follow(
             }
             None => return format!("the consumer {name} stopped"),
         };
+        if *silent > 0 {
+            state.lock().expect("sync state").stuck_feeds.remove(feed);
+        }
         *silent = 0;
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -286,7 +309,7 @@ async fn store(
 /// to the count; one that had heard heartbeats first, as when NATS restarts under a working
 /// feed, starts a new count.
 fn silences(before: u32, open_for: Duration) -> u32 {
-    if open_for < IDLE_HEARTBEAT * 3 {
+    if open_for < HEARD_AFTER {
         before.saturating_add(1)
     } else {
         1

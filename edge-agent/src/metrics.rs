@@ -67,6 +67,11 @@ async fn write_sync(app: &AppState, text: &mut Exposition) {
             "1 while sync is connected to NATS, 0 otherwise",
             u64::from(sync.connected),
         ),
+        (
+            "hms_sync_feeds_stuck",
+            "Inbound feeds whose consumer sends nothing, not even a heartbeat, until central mends it",
+            sync.stuck_feeds.len() as u64,
+        ),
     ];
     for (name, help, value) in gauges {
         text.gauge(name, help).sample(&[], value);

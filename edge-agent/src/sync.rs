@@ -102,6 +102,9 @@ pub struct SyncState {
     pub last_received_at: Option<String>,
     /// Central messages that could not be stored and were passed over (each is logged).
     pub inbound_skipped: u64,
+    /// The inbound feeds whose consumer sends nothing, not even a heartbeat, and that this
+    /// edge cannot mend itself (its account may not make consumers): central must.
+    pub stuck_feeds: std::collections::BTreeSet<&'static str>,
 }
 
 pub type SharedState = Arc<Mutex<SyncState>>;
@@ -182,6 +185,7 @@ pub fn status(
         "inbound_events_stored": sync.inbound_stored,
         "inbound_events_skipped": sync.inbound_skipped,
         "last_received_at": sync.last_received_at,
+        "stuck_feeds": sync.stuck_feeds,
     }))
 }
 

@@ -35,10 +35,12 @@ async fn every_edge_node_is_shown_with_its_last_report_and_a_silent_one_is_stale
     .await
     .unwrap();
     let report = |at: chrono::DateTime<chrono::Utc>, pending: u64, error: Option<&str>| {
+        // A node that cannot reach the server has no feed to find stuck.
+        let stuck: &[&str] = if error.is_none() { &["plans"] } else { &[] };
         serde_json::to_vec(&json!({
             "reported_at": at.to_rfc3339(), "connected": error.is_none(), "last_node_seq": 40,
             "pending_events": pending, "sent_unconfirmed_events": 3, "last_error": error,
-            "conflicts_received": 1, "last_success_at": at.to_rfc3339(),
+            "conflicts_received": 1, "last_success_at": at.to_rfc3339(), "stuck_feeds": stuck,
         }))
         .unwrap()
     };
@@ -72,6 +74,7 @@ async fn every_edge_node_is_shown_with_its_last_report_and_a_silent_one_is_stale
     assert_eq!(fresh["pending_events"], 5);
     assert_eq!(fresh["sent_unconfirmed_events"], 3);
     assert_eq!(fresh["last_error"], Value::Null);
+    assert_eq!(fresh["stuck_feeds"], json!(["plans"]));
     // No projector has run here, so no node has an applied mark yet.
     assert_eq!(fresh["applied_node_seq"], Value::Null);
     let silent = of(nodes[1]);
@@ -79,9 +82,15 @@ async fn every_edge_node_is_shown_with_its_last_report_and_a_silent_one_is_stale
     assert_eq!(silent["pending_events"], 12);
     assert_eq!(silent["last_error"], "connection refused");
     assert_eq!(silent["connected"], false);
+    assert_eq!(silent["stuck_feeds"], json!([]));
     let world_node = of(world.scenario.recorder.node.as_uuid());
     assert_eq!(world_node["stale"], true, "never heard from");
     assert_eq!(world_node["last_contact_at"], Value::Null);
+    assert_eq!(
+        world_node["stuck_feeds"],
+        Value::Null,
+        "no report, nothing known"
+    );
 
     let fresh_only = api
         .json(&admin, "/v1/admin/sync-status?stale=false", 200)

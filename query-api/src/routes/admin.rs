@@ -71,6 +71,11 @@ pub struct NodeSyncStatus {
     /// Conflict answers the node has received.
     #[sqlx(skip)]
     pub conflicts_received: Option<i64>,
+    /// The node's inbound feeds (org, plans, insurers) whose consumer sends it nothing, not
+    /// even a heartbeat: central events of those feeds do not reach it until the consumer is
+    /// made again centrally (nats/README.md). Null without a report.
+    #[sqlx(skip)]
+    pub stuck_feeds: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -180,6 +185,14 @@ impl NodeSyncStatus {
         self.last_success_at = text("last_success_at");
         self.last_error = text("last_error");
         self.conflicts_received = number("conflicts_received");
+        self.stuck_feeds = report.map(|r| {
+            r.get("stuck_feeds")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|feed| feed.as_str().map(str::to_owned))
+                .collect()
+        });
     }
 }
 
