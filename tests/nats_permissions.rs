@@ -1182,11 +1182,13 @@ async fn an_edge_syncs_both_ways_through_its_own_account() {
 /// An edge in production may not make its consumers, so one that sends nothing, not even a
 /// heartbeat (nats-server 2.9.10 was seen to leave a consumer so; nats/README.md), is not
 /// mended at the edge: its sync status, the status it reports centrally and its metrics name
-/// the feed until the feed delivers again. Here the edge's account may look its plans consumer
-/// up but not pull from it, which the edge sees exactly as such a consumer; the operator's fix,
-/// a changed configuration read again, ends it.
+/// the feed until the feed delivers again, and the command service, reading that report, makes
+/// the consumer again (once in its cooldown). Here the edge's account may look its plans
+/// consumer up but not pull from it, which the edge sees exactly as such a consumer (and which
+/// making the consumer again does not mend); the operator's fix, a changed configuration read
+/// again, ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_feed_that_sends_nothing_shows_as_stuck_until_it_delivers_again() {
+async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() {
     use domain::values::{HospitalId, Role};
     let names = Names::new("hms").unwrap();
     let hospital = HospitalId::from_uuid(Uuid::now_v7());
@@ -1226,6 +1228,25 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_until_it_delivers_again() {
     streams::ensure_edge_consumers(&cjs, &names, &node.to_string(), &hospital.to_string())
         .await
         .unwrap();
+    let plans_consumer = names.edge_consumer(&node.to_string(), "plans");
+    let plans_made_at = || async {
+        cjs.get_consumer_from_stream::<consumer::Config, _, _>(
+            &plans_consumer,
+            names.events_stream(),
+        )
+        .await
+        .unwrap()
+        .cached_info()
+        .created
+    };
+    let first_made_at = plans_made_at().await;
+    let central_data = tempfile::tempdir().unwrap();
+    let mut central_config =
+        command_service::Config::new(central_data.path().to_owned(), names.clone());
+    central_config.listen = "127.0.0.1:0".parse().unwrap();
+    central_config.nats_url = server.url();
+    central_config.credentials = Some(("central".into(), "central-secret".into()));
+    let command_service = command_service::start(central_config).await.unwrap();
     // The hospital's history, its insurer and the insurer's plan, as central has them.
     let dev = edge_agent::fixture::DevHospital::new(hospital, 1);
     for event in &dev.history {
@@ -1319,6 +1340,27 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_until_it_delivers_again() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(stuck_gauge().await.as_deref(), Some("1"));
+    // The command service read the report and made the consumer again, once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while plans_made_at().await == first_made_at {
+        assert!(
+            Instant::now() < deadline,
+            "the command service did not make the stuck consumer again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let remade_at = plans_made_at().await;
+    // The edge still hears nothing (it may not pull) and keeps reporting it, every 200 ms.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sync_status().await["stuck_feeds"],
+        serde_json::json!(["plans"])
+    );
+    assert_eq!(
+        plans_made_at().await,
+        remade_at,
+        "made again within its cooldown"
+    );
 
     // The operator's fix: the edge may pull its plans again.
     std::fs::write(
@@ -1356,4 +1398,5 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_until_it_delivers_again() {
     }
     assert_eq!(stuck_gauge().await.as_deref(), Some("0"));
     edge.stop().await.unwrap();
+    command_service.stop().await;
 }

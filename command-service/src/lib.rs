@@ -14,6 +14,7 @@ pub mod http;
 pub mod known;
 pub mod lease;
 pub mod limits;
+pub mod mender;
 pub mod reconciler;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -160,9 +161,10 @@ pub struct Running {
     /// Whether this start created the bootstrap admin (the history had none).
     pub admin_created: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// The writer's and the reconciler's tasks: asked to stop, they give their leases up.
+    /// The writer's, the reconciler's and the mender's tasks: asked to stop, they give their
+    /// leases up.
     leaseholders: Vec<tokio::task::JoinHandle<()>>,
-    stop_reconciler: tokio::sync::watch::Sender<bool>,
+    stop_leaseholders: tokio::sync::watch::Sender<bool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -174,7 +176,7 @@ impl Running {
             let _ = tx.send(());
         }
         self.shared.writer.stop();
-        let _ = self.stop_reconciler.send(true);
+        let _ = self.stop_leaseholders.send(true);
         for task in self.leaseholders.drain(..) {
             let abort = task.abort_handle();
             if tokio::time::timeout(Duration::from_secs(10), task)
@@ -273,18 +275,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     writer.until_writing().await;
     let mut leaseholders = vec![writer_task];
     let reconciled = Arc::new(reconciler::Progress::default());
-    let (stop_reconciler, reconciler_stopping) = tokio::sync::watch::channel(false);
+    let (stop_leaseholders, leaseholders_stopping) = tokio::sync::watch::channel(false);
     leaseholders.push(tokio::spawn(reconciler::run(
         reconciler::Parts {
             js: js.clone(),
             names: config.names.clone(),
             own_node: node_id,
             writer: writer.clone(),
-            leases,
+            leases: leases.clone(),
             state_cache: config.state_cache,
         },
         reconciled.clone(),
-        reconciler_stopping,
+        leaseholders_stopping.clone(),
+    )));
+    leaseholders.push(tokio::spawn(mender::run(
+        js.clone(),
+        config.names.clone(),
+        leases,
+        mender::COOLDOWN,
+        leaseholders_stopping,
     )));
     let shared = Arc::new(Services {
         writer,
@@ -335,7 +344,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_created,
         tasks,
         leaseholders,
-        stop_reconciler,
+        stop_leaseholders,
         shutdown: Some(shutdown),
     })
 }

@@ -8,7 +8,7 @@
 use crate::log::Identity;
 use crate::sync::{SharedState, SyncConfig};
 use crate::writer::{ReceiveError, Writer};
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::pull;
 use domain::envelope::Envelope;
 use futures::{FutureExt, StreamExt};
 use platform::retry::backoff;
@@ -125,14 +125,9 @@ async fn follow(
         Ok(stream) => stream,
         Err(e) => return format!("opening {}: {e}", config.names.events_stream()),
     };
-    // The definition central makes this consumer with; made again, it starts further on.
-    let consumer_config = |deliver_policy| pull::Config {
-        deliver_policy,
-        ..streams::edge_consumer_config(&identity.node_id.to_string(), edge_feed)
-    };
     if *silent >= STUCK_AFTER {
         if own_consumers {
-            match remake(&stream, name, consumer_config).await {
+            match streams::remake_from_ack_floor(&js, &config.names.events_stream(), name).await {
                 Ok(from) => {
                     tracing::warn!(feed, consumer = %name, from_stream_seq = from,
                         "the feed's consumer sent nothing, not even a heartbeat, {} times in a \
@@ -142,18 +137,23 @@ async fn follow(
                 Err(e) => return format!("making the stuck consumer {name} again: {e}"),
             }
         } else {
-            // An edge's account may not delete its consumer; central made it and can
-            // (nats/README.md). Sync status shows the feed until it delivers again.
+            // An edge's account may not delete its consumer: central makes it again once
+            // the edge's status reports it (nats/README.md). The status shows the feed until
+            // it delivers again.
             state.lock().expect("sync state").stuck_feeds.insert(feed);
             tracing::error!(feed, consumer = %name,
                 "the feed's consumer sends nothing, not even a heartbeat ({} times in a row): \
-                 central events of this feed do not arrive until it is deleted centrally and \
-                 the command service restarted, which makes it again (or, if this edge may not \
-                 pull from it, until the edge's NATS permissions are mended)", *silent);
+                 central events of this feed do not arrive until the command service, which \
+                 reads this edge's sync status, makes it again (or, if this edge may not pull \
+                 from it, until the edge's NATS permissions are mended)", *silent);
         }
     }
     let consumer = stream
-        .get_or_create_consumer(name, consumer_config(DeliverPolicy::All))
+        .get_or_create_consumer(
+            name,
+            // The definition central makes it with (made again, it starts further on).
+            streams::edge_consumer_config(&identity.node_id.to_string(), edge_feed),
+        )
         .await;
     let consumer = match consumer {
         Ok(consumer) => consumer,
@@ -316,38 +316,11 @@ fn silences(before: u32, open_for: Duration) -> u32 {
     }
 }
 
-/// Deletes the consumer `name` and makes it again to deliver from just after the last event it
-/// had acknowledged (everything up to there is stored; an event stored but not yet acknowledged
-/// comes again and is passed over). Returns the stream sequence it delivers from.
-async fn remake(
-    stream: &async_nats::jetstream::stream::Stream<()>,
-    name: &str,
-    config: impl Fn(DeliverPolicy) -> pull::Config,
-) -> Result<u64, String> {
-    // Looking the consumer up reads its information, acknowledgement floor included.
-    let consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream
-            .get_consumer(name)
-            .await
-            .map_err(|e| format!("reading it: {e}"))?;
-    let from = consumer.cached_info().ack_floor.stream_sequence + 1;
-    stream
-        .delete_consumer(name)
-        .await
-        .map_err(|e| format!("deleting it: {e}"))?;
-    stream
-        .create_consumer(config(DeliverPolicy::ByStartSequence {
-            start_sequence: from,
-        }))
-        .await
-        .map_err(|e| format!("making it: {e}"))?;
-    Ok(from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use async_nats::jetstream::AckKind;
+    use async_nats::jetstream::consumer::DeliverPolicy;
     use platform::streams::Names;
 
     /// Only silences from the start of a pull add up to a stuck consumer; one after heartbeats
@@ -426,7 +399,9 @@ mod tests {
         let rest = fetch(consumer, 2).await;
         assert_eq!(rest.len(), 2);
 
-        let from = remake(&stream, "edge_n_plans", config).await.unwrap();
+        let from = streams::remake_from_ack_floor(&js, &names.events_stream(), "edge_n_plans")
+            .await
+            .unwrap();
         assert_eq!(from, 5, "stream sequence 5 is the fourth plan");
         let mut again: async_nats::jetstream::consumer::PullConsumer =
             stream.get_consumer("edge_n_plans").await.unwrap();

@@ -246,6 +246,39 @@ pub async fn ensure_edge_consumers(
     Ok(feeds)
 }
 
+/// Deletes the consumer `name` of `stream` and makes it again as it was, but delivering from
+/// just after the last event it had acknowledged. This mends a consumer the server left stuck
+/// (`nats/README.md`): for an edge's feed, everything up to there is stored at the edge, and an
+/// event stored but not yet acknowledged comes again and is passed over. The definition is the
+/// server's own (its filter above all), not one rebuilt from what anyone reports. Returns the
+/// stream sequence the consumer now delivers from.
+pub async fn remake_from_ack_floor(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+) -> Result<u64, String> {
+    // Looking the consumer up reads its information: definition and acknowledgement floor.
+    let consumer: consumer::Consumer<consumer::Config> = js
+        .get_consumer_from_stream(name, stream)
+        .await
+        .map_err(|e| format!("reading the consumer {name}: {e}"))?;
+    let info = consumer.cached_info();
+    let from = info.ack_floor.stream_sequence + 1;
+    let config = consumer::Config {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        },
+        ..info.config.clone()
+    };
+    js.delete_consumer_from_stream(name, stream)
+        .await
+        .map_err(|e| format!("deleting the consumer {name}: {e}"))?;
+    js.create_consumer_on_stream(config, stream)
+        .await
+        .map_err(|e| format!("making the consumer {name} again: {e}"))?;
+    Ok(from)
+}
+
 /// The definition of the events stream.
 pub fn events_config(names: &Names, duplicate_window: Duration) -> stream::Config {
     stream::Config {
