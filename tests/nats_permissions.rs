@@ -4,7 +4,7 @@
 //! reported on the connection) *and* the effect is absent (central looks: no message stored, no
 //! consumer made, no key written, nothing received).
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream::{self, consumer, kv};
 use futures::StreamExt;
 use platform::nats_auth::{self, EdgeUser, Password, ServerSettings};
 use platform::streams::{self, Names};
@@ -1024,64 +1024,14 @@ async fn an_edge_syncs_both_ways_through_its_own_account() {
     let names = Names::new("hms").unwrap();
     let hospital = HospitalId::from_uuid(Uuid::now_v7());
     let node = Uuid::now_v7();
-    let hash = |p: &str| nats_auth::hash_password(p).unwrap();
-    let edges = vec![
-        EdgeUser::new(
-            &node.to_string(),
-            &hospital.to_string(),
-            &hash("edge-secret"),
-        )
-        .unwrap(),
-    ];
+    let edges = edge_user(node, hospital);
     let (_dir, server) = production_server(&names, &edges);
 
-    // Central makes the streams, buckets and this edge's consumers, as the command service will.
-    let (central, _) = connect(&server, "central", "central-secret", None).await;
-    let cjs = jetstream::new(central);
-    let window = streams::DEFAULT_DUPLICATE_WINDOW;
-    streams::ensure_events_stream(&cjs, &names, window)
-        .await
-        .unwrap();
-    let confirmed = streams::ensure_bucket(&cjs, streams::confirmed_bucket_config(&names))
-        .await
-        .unwrap();
-    let status = streams::ensure_bucket(&cjs, streams::sync_status_bucket_config(&names))
-        .await
-        .unwrap();
-    streams::ensure_edge_consumers(&cjs, &names, &node.to_string(), &hospital.to_string())
-        .await
-        .unwrap();
-
-    // The edge, with its user and password.
-    let data = tempfile::tempdir().unwrap();
-    let mut config = edge_agent::EdgeConfig::new(data.path().to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.node_id = Some(node);
-    config.hospital_id = Some(hospital.as_uuid());
-    let mut sync = edge_agent::sync::SyncConfig::new(server.url(), names.clone());
-    sync.credentials = Some((
-        nats_auth::edge_user(&node.to_string()),
-        "edge-secret".into(),
-    ));
-    sync.status_interval = Duration::from_millis(200);
-    sync.max_backoff = Duration::from_millis(500);
-    config.sync = Some(sync);
-    let edge = edge_agent::start(config).await.unwrap();
+    let (cjs, confirmed, status) = central_for_edge(&server, &names, node, hospital).await;
+    let (data, edge) = edge_in_its_account(&server, &names, node, hospital).await;
     let dev = edge_agent::fixture::DevHospital::new(hospital, 1);
     edge.writer.receive(dev.history.clone()).await.unwrap();
-    let signer = platform::keys::resolve_jwt_keys(None, None, data.path())
-        .and_then(|f| f.load())
-        .unwrap()
-        .signer()
-        .unwrap();
-    let token = signer.mint(&platform::token::Claims::new(
-        dev.user(Role::Receptionist),
-        hospital.into(),
-        vec![Role::Receptionist],
-        None,
-        600,
-        platform::token::unix_now(),
-    ));
+    let token = receptionist_token(data.path(), &dev);
     let http = reqwest::Client::new();
     let base = format!("http://{}", edge.addr);
     let patient = Uuid::now_v7();
@@ -1176,6 +1126,82 @@ async fn an_edge_syncs_both_ways_through_its_own_account() {
     edge.stop().await.unwrap();
 }
 
+/// The one edge user of `node` at `hospital`, password `edge-secret`.
+fn edge_user(node: Uuid, hospital: domain::values::HospitalId) -> Vec<EdgeUser> {
+    let hash = nats_auth::hash_password("edge-secret").unwrap();
+    vec![EdgeUser::new(&node.to_string(), &hospital.to_string(), &hash).unwrap()]
+}
+
+/// Central's side of an edge in its own account, made as the command service makes it: the
+/// events stream, the confirmed and sync-status buckets (returned with central's context), and
+/// the edge's consumers.
+async fn central_for_edge(
+    server: &NatsServer,
+    names: &Names,
+    node: Uuid,
+    hospital: domain::values::HospitalId,
+) -> (jetstream::Context, kv::Store, kv::Store) {
+    let (central, _) = connect(server, "central", "central-secret", None).await;
+    let cjs = jetstream::new(central);
+    streams::ensure_events_stream(&cjs, names, streams::DEFAULT_DUPLICATE_WINDOW)
+        .await
+        .unwrap();
+    let confirmed = streams::ensure_bucket(&cjs, streams::confirmed_bucket_config(names))
+        .await
+        .unwrap();
+    let status = streams::ensure_bucket(&cjs, streams::sync_status_bucket_config(names))
+        .await
+        .unwrap();
+    streams::ensure_edge_consumers(&cjs, names, &node.to_string(), &hospital.to_string())
+        .await
+        .unwrap();
+    (cjs, confirmed, status)
+}
+
+/// The edge agent of `node`, syncing through its own NATS user (password `edge-secret`),
+/// reporting its status every 200 ms and retrying within 500 ms; its data directory lives as
+/// long as the returned guard.
+async fn edge_in_its_account(
+    server: &NatsServer,
+    names: &Names,
+    node: Uuid,
+    hospital: domain::values::HospitalId,
+) -> (tempfile::TempDir, edge_agent::RunningEdge) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = edge_agent::EdgeConfig::new(data.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.node_id = Some(node);
+    config.hospital_id = Some(hospital.as_uuid());
+    let mut sync = edge_agent::sync::SyncConfig::new(server.url(), names.clone());
+    sync.credentials = Some((
+        nats_auth::edge_user(&node.to_string()),
+        "edge-secret".into(),
+    ));
+    sync.status_interval = Duration::from_millis(200);
+    sync.max_backoff = Duration::from_millis(500);
+    config.sync = Some(sync);
+    let edge = edge_agent::start(config).await.unwrap();
+    (data, edge)
+}
+
+/// A receptionist's token of the development hospital, signed with the edge's own key.
+fn receptionist_token(data_dir: &Path, dev: &edge_agent::fixture::DevHospital) -> String {
+    use domain::values::Role;
+    platform::keys::resolve_jwt_keys(None, None, data_dir)
+        .and_then(|f| f.load())
+        .unwrap()
+        .signer()
+        .unwrap()
+        .mint(&platform::token::Claims::new(
+            dev.user(Role::Receptionist),
+            dev.hospital_id.into(),
+            vec![Role::Receptionist],
+            None,
+            600,
+            platform::token::unix_now(),
+        ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // A feed that hears nothing: the edge's status says so until it delivers again.
 
@@ -1189,19 +1215,11 @@ async fn an_edge_syncs_both_ways_through_its_own_account() {
 /// again, ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() {
-    use domain::values::{HospitalId, Role};
+    use domain::values::HospitalId;
     let names = Names::new("hms").unwrap();
     let hospital = HospitalId::from_uuid(Uuid::now_v7());
     let node = Uuid::now_v7();
-    let hash = |p: &str| nats_auth::hash_password(p).unwrap();
-    let edges = vec![
-        EdgeUser::new(
-            &node.to_string(),
-            &hospital.to_string(),
-            &hash("edge-secret"),
-        )
-        .unwrap(),
-    ];
+    let edges = edge_user(node, hospital);
     let plans_pull = format!(
         "\"$JS.HMS.API.CONSUMER.MSG.NEXT.{}.{}\"",
         names.events_stream(),
@@ -1214,20 +1232,7 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() 
     };
     let (dir, server) = production_server_edited(&names, &edges, without_plans_pull);
 
-    let (central, _) = connect(&server, "central", "central-secret", None).await;
-    let cjs = jetstream::new(central);
-    streams::ensure_events_stream(&cjs, &names, streams::DEFAULT_DUPLICATE_WINDOW)
-        .await
-        .unwrap();
-    streams::ensure_bucket(&cjs, streams::confirmed_bucket_config(&names))
-        .await
-        .unwrap();
-    let status = streams::ensure_bucket(&cjs, streams::sync_status_bucket_config(&names))
-        .await
-        .unwrap();
-    streams::ensure_edge_consumers(&cjs, &names, &node.to_string(), &hospital.to_string())
-        .await
-        .unwrap();
+    let (cjs, _, status) = central_for_edge(&server, &names, node, hospital).await;
     let plans_consumer = names.edge_consumer(&node.to_string(), "plans");
     let plans_made_at = || async {
         cjs.get_consumer_from_stream::<consumer::Config, _, _>(
@@ -1260,34 +1265,9 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() 
         .unwrap();
     }
 
-    let data = tempfile::tempdir().unwrap();
-    let mut config = edge_agent::EdgeConfig::new(data.path().to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.node_id = Some(node);
-    config.hospital_id = Some(hospital.as_uuid());
-    let mut sync = edge_agent::sync::SyncConfig::new(server.url(), names.clone());
-    sync.credentials = Some((
-        nats_auth::edge_user(&node.to_string()),
-        "edge-secret".into(),
-    ));
-    sync.status_interval = Duration::from_millis(200);
-    sync.max_backoff = Duration::from_millis(500);
-    config.sync = Some(sync);
-    let db = config.db_path();
-    let edge = edge_agent::start(config).await.unwrap();
-    let token = platform::keys::resolve_jwt_keys(None, None, data.path())
-        .and_then(|f| f.load())
-        .unwrap()
-        .signer()
-        .unwrap()
-        .mint(&platform::token::Claims::new(
-            dev.user(Role::Receptionist),
-            hospital.into(),
-            vec![Role::Receptionist],
-            None,
-            600,
-            platform::token::unix_now(),
-        ));
+    let (data, edge) = edge_in_its_account(&server, &names, node, hospital).await;
+    let db = edge_agent::EdgeConfig::new(data.path().to_owned()).db_path();
+    let token = receptionist_token(data.path(), &dev);
     let http = reqwest::Client::new();
     let base = format!("http://{}", edge.addr);
     let sync_status = || async {
