@@ -1341,6 +1341,23 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() 
         remade_at,
         "made again within its cooldown"
     );
+    let central_metrics = http
+        .get(format!("http://{}/metrics", command_service.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "hms_edge_consumers_remade_total{outcome=\"made\"} 1",
+        "hms_edge_consumers_remade_total{outcome=\"failed\"} 0",
+    ] {
+        assert!(
+            central_metrics.lines().any(|l| l == line),
+            "{line} in\n{central_metrics}"
+        );
+    }
 
     // The operator's fix: the edge may pull its plans again.
     std::fs::write(

@@ -257,7 +257,7 @@ async fn readyz(State(shared): State<Shared>) -> Result<Json<Value>, ApiError> {
 }
 
 /// `GET /metrics`, the Prometheus text format: commands by type and outcome with their latency,
-/// the writer's batches, sign-ins by outcome. It needs no token: it holds counts by command
+/// the writer's batches, sign-ins by outcome, edge consumers made again. It needs no token: it holds counts by command
 /// type, outcome and status, never personal data or an id.
 async fn metrics(State(shared): State<Shared>) -> Response {
     let mut text = platform::metrics::Exposition::new();
@@ -268,5 +268,16 @@ async fn metrics(State(shared): State<Shared>) -> Response {
     )
     .histogram(&[], shared.writer.batch_sizes());
     shared.metrics.sign_ins.write(&mut text);
+    let remade = &shared.metrics.edge_consumers;
+    let mut family = text.counter(
+        "hms_edge_consumers_remade_total",
+        "Edge consumers an edge reported sending nothing, made again (made) or not (failed)",
+    );
+    for (outcome, count) in [("made", &remade.made), ("failed", &remade.failed)] {
+        family.sample(
+            &[("outcome", outcome)],
+            count.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
     platform::metrics::response(text)
 }

@@ -129,6 +129,8 @@ pub struct Services {
 pub struct Metrics {
     pub commands: Arc<platform::metrics::commands::CommandMetrics>,
     pub sign_ins: platform::metrics::commands::SignInMetrics,
+    /// Edge consumers made again after an edge reported them stuck ([`mender`]).
+    pub edge_consumers: mender::Remade,
 }
 
 /// Waits until `flag` turns true (or its sender is gone).
@@ -288,11 +290,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         reconciled.clone(),
         leaseholders_stopping.clone(),
     )));
+    let metrics: Arc<Metrics> = Arc::default();
     leaseholders.push(tokio::spawn(mender::run(
         js.clone(),
         config.names.clone(),
         leases,
         mender::COOLDOWN,
+        metrics.clone(),
         leaseholders_stopping,
     )));
     let shared = Arc::new(Services {
@@ -313,7 +317,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         require_mfa: config.require_mfa,
         reconciler: reconciled,
         mfa: Arc::new(auth::MfaKeys::new(mfa_secret)),
-        metrics: Arc::default(),
+        metrics,
     });
     register_node(&shared, node_public).await?;
     let admin_created = match &config.bootstrap_admin_password {

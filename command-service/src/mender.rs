@@ -18,6 +18,8 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use platform::streams::{self, EDGE_FEEDS, Names};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -26,6 +28,13 @@ pub const LEASE: &str = "edge-consumers";
 /// How long after making a feed's consumer again it is not made again, whatever is reported.
 pub const COOLDOWN: Duration = Duration::from_secs(300);
 
+/// The consumers made again, and those that could not be (`GET /metrics`).
+#[derive(Debug, Default)]
+pub struct Remade {
+    pub made: AtomicU64,
+    pub failed: AtomicU64,
+}
+
 /// Runs while this process holds the mender's lease (waiting for it while another process
 /// holds it), until `stopping` turns true: then it gives the lease up.
 pub async fn run(
@@ -33,6 +42,7 @@ pub async fn run(
     names: Names,
     leases: Leases,
     cooldown: Duration,
+    counts: Arc<crate::Metrics>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut remade: HashMap<(String, &'static str), Instant> = HashMap::new();
@@ -44,7 +54,7 @@ pub async fn run(
         let mut failures = 0u32;
         loop {
             let ended = tokio::select! {
-                ended = mend_reported(&js, &names, &lease, cooldown, &mut remade) => ended,
+                ended = mend_reported(&js, &names, &lease, cooldown, &mut remade, &counts.edge_consumers) => ended,
                 _ = crate::until_true(&mut stopping) => {
                     lease.release().await;
                     return;
@@ -68,6 +78,7 @@ async fn mend_reported(
     lease: &Lease,
     cooldown: Duration,
     remade: &mut HashMap<(String, &'static str), Instant>,
+    counts: &Remade,
 ) -> String {
     // The bucket is made by the first edge that reports, or by the query API.
     let bucket = match js.get_key_value(names.sync_status_bucket()).await {
@@ -100,12 +111,18 @@ async fn mend_reported(
             }
             let consumer = names.edge_consumer(&node, feed);
             match streams::remake_from_ack_floor(js, &stream, &consumer).await {
-                Ok(from) => tracing::warn!(%node, feed, %consumer, from_stream_seq = from,
-                    "an edge reported this feed's consumer sending nothing, not even a \
-                     heartbeat: made again, from after the last event the edge acknowledged"),
-                Err(e) => tracing::error!(%node, feed, %consumer,
-                    "an edge reported this feed's consumer sending nothing, and it could not be \
-                     made again: {e}"),
+                Ok(from) => {
+                    counts.made.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%node, feed, %consumer, from_stream_seq = from,
+                        "an edge reported this feed's consumer sending nothing, not even a \
+                         heartbeat: made again, from after the last event the edge acknowledged");
+                }
+                Err(e) => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%node, feed, %consumer,
+                        "an edge reported this feed's consumer sending nothing, and it could not \
+                         be made again: {e}");
+                }
             }
             remade.insert((node, feed), Instant::now());
         }
