@@ -317,7 +317,7 @@ async fn edge(bench: EdgeBench) -> Result<()> {
         "hms bench edge: {} connections, {:.1} s of load per server, on {} cores",
         bench.connections,
         bench.seconds,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        cores()
     );
     // The raw limit, measured before and after the edge: this machine's speed drifts, and the
     // faster of the two is the limit the edge is held to.
@@ -408,7 +408,7 @@ fn cpu_budget(edge: &Figures, bare: &Figures) {
         println!("CPU per command: not measured (needs Linux's /proc)");
         return;
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = cores() as f64;
     let all_cores = cores * 1e6 / edge_cpu;
     let one_writer = 1e6 / writer_cpu;
     println!(
@@ -425,6 +425,11 @@ fn cpu_budget(edge: &Figures, bare: &Figures) {
     );
 }
 
+/// The cores this machine gives the process.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// CPU time used by this process (every thread, those ended included) and by one named part of
 /// the work: this process's live threads of one name, or other processes of one name. Read
 /// from Linux's `/proc`, in its clock ticks (USER_HZ, 100 a second).
@@ -435,21 +440,13 @@ pub(crate) struct CpuTime {
 }
 
 impl CpuTime {
-    /// Now; `None` where `/proc` cannot be read.
+    /// Now, with this process's live threads named `thread_name` as the named part; `None`
+    /// where `/proc` cannot be read.
     pub(crate) fn now(thread_name: &str) -> Option<CpuTime> {
-        let process = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
-        let mut named = Duration::ZERO;
-        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-            if let Some((name, used)) = std::fs::read_to_string(task.path().join("stat"))
-                .ok()
-                .as_deref()
-                .and_then(ticks)
-                && name == thread_name
-            {
-                named += used;
-            }
-        }
-        Some(CpuTime { process, named })
+        Some(CpuTime {
+            process: process_cpu()?,
+            named: named_cpu("/proc/self/task", thread_name)?.1,
+        })
     }
 
     /// What was used from `before` until now.
@@ -462,29 +459,42 @@ impl CpuTime {
     }
 }
 
+/// CPU time used so far by this process, every thread included (those ended too).
+pub(crate) fn process_cpu() -> Option<Duration> {
+    Some(ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1)
+}
+
 /// CPU time used so far by every process of this name on the machine (the local NATS server,
 /// say); `None` where `/proc` cannot be read or no such process runs.
 pub(crate) fn processes_cpu(name: &str) -> Option<Duration> {
-    let mut found = None;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        if !entry
+    match named_cpu("/proc", name)? {
+        (0, _) => None,
+        (_, used) => Some(used),
+    }
+}
+
+/// How many entries of a `/proc` directory of processes (or of one process's threads, `task`)
+/// are named `name`, and the CPU time they used so far.
+fn named_cpu(dir: &str, name: &str) -> Option<(usize, Duration)> {
+    let (mut found, mut used) = (0, Duration::ZERO);
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let numbered = entry
             .file_name()
             .to_string_lossy()
             .bytes()
-            .all(|b| b.is_ascii_digit())
+            .all(|b| b.is_ascii_digit());
+        if numbered
+            && let Some((named, time)) = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(ticks)
+            && named == name
         {
-            continue;
-        }
-        if let Some((process, used)) = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .as_deref()
-            .and_then(ticks)
-            && process == name
-        {
-            found = Some(found.unwrap_or(Duration::ZERO) + used);
+            found += 1;
+            used += time;
         }
     }
-    found
+    Some((found, used))
 }
 
 /// The name and the user plus system time in a `/proc/.../stat` line.

@@ -14,7 +14,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::bench::{CpuTime, Figures, processes_cpu};
+use crate::bench::{CpuTime, Figures, cores, process_cpu, processes_cpu};
 
 #[derive(Debug, Args)]
 pub struct CommandBench {
@@ -60,7 +60,7 @@ pub async fn run(bench: CommandBench) -> Result<()> {
     );
     if let (Some((raw_here, raw_nats)), Some((service_here, service_nats))) = (raw_cpu, service_cpu)
     {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = cores() as f64;
         let ceiling = cores * 1e6 / (service_here + service_nats);
         println!(
             "CPU per message, clients included: raw publish {raw_here:.0} us here and {raw_nats:.0} us in nats-server; \
@@ -98,8 +98,7 @@ async fn raw_publishes(bench: &CommandBench) -> Result<Figures> {
     let body = bytes::Bytes::from(vec![b'x'; 600]);
     let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
     let started = Instant::now();
-    let cpu_before = CpuTime::now("");
-    let nats_before = processes_cpu(NATS_SERVER);
+    let cpu_before = (process_cpu(), processes_cpu(NATS_SERVER));
     let mut tasks = tokio::task::JoinSet::new();
     let per_client = bench.aggregates / bench.clients;
     for client_index in 0..bench.clients {
@@ -145,7 +144,7 @@ async fn raw_publishes(bench: &CommandBench) -> Result<Figures> {
         parts.push(part?);
     }
     let mut figures = Figures::merge(parts, started.elapsed().as_secs_f64());
-    figures.cpu = cpu_with_nats(cpu_before, nats_before);
+    figures.cpu = cpu_with_nats(cpu_before);
     let _ = js.delete_stream(names.events_stream()).await;
     Ok(figures)
 }
@@ -153,12 +152,13 @@ async fn raw_publishes(bench: &CommandBench) -> Result<Figures> {
 /// The name of the NATS server's processes, whose CPU both sides of the benchmark spend.
 const NATS_SERVER: &str = "nats-server";
 
-/// This process's CPU time since `before`, with the NATS servers' on this machine since
-/// `nats_before` as the named part (unknown when NATS runs elsewhere).
-fn cpu_with_nats(before: Option<CpuTime>, nats_before: Option<Duration>) -> Option<CpuTime> {
-    let process = CpuTime::since(before, "")?.process;
-    let named = processes_cpu(NATS_SERVER)?.saturating_sub(nats_before?);
-    Some(CpuTime { process, named })
+/// The CPU time this process and the NATS servers on this machine used since `before`, as it
+/// was then (`process_cpu`, `processes_cpu(NATS_SERVER)`); unknown when NATS runs elsewhere.
+fn cpu_with_nats(before: (Option<Duration>, Option<Duration>)) -> Option<CpuTime> {
+    Some(CpuTime {
+        process: process_cpu()?.saturating_sub(before.0?),
+        named: processes_cpu(NATS_SERVER)?.saturating_sub(before.1?),
+    })
 }
 
 /// The command service on a fresh prefix: an insurer with plans, then every client updates
@@ -244,7 +244,7 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
     let rss_after_setup = crate::bench::resident_kib();
 
     let per_client = bench.aggregates / bench.clients;
-    let (cpu_before, nats_before) = (CpuTime::now(""), processes_cpu(NATS_SERVER));
+    let cpu_before = (process_cpu(), processes_cpu(NATS_SERVER));
     let mut figures = crate::bench::http_load(
         bench.clients,
         bench.seconds,
@@ -268,7 +268,7 @@ async fn service_run(bench: &CommandBench) -> Result<Figures> {
         },
     )
     .await;
-    figures.cpu = cpu_with_nats(cpu_before, nats_before);
+    figures.cpu = cpu_with_nats(cpu_before);
     running.stop().await;
     let client = async_nats::connect(&bench.nats_url).await?;
     let js = async_nats::jetstream::new(client);

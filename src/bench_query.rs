@@ -261,7 +261,7 @@ async fn measure(
         "hms bench query: {} connections, {:.1} s of load per endpoint, on {} cores",
         bench.connections,
         bench.seconds,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        crate::bench::cores()
     );
     println!(
         "seeding {db_name}: {} patients and {} appointments in 2 hospitals of {} doctors...",
