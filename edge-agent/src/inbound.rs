@@ -176,10 +176,7 @@ async fn follow(
             next = messages.next() => next,
             () = &mut heard, if !heard_yet => {
                 heard_yet = true;
-                if *silent > 0 {
-                    state.lock().expect("sync state").stuck_feeds.remove(feed);
-                    *silent = 0;
-                }
+                heard_from_server(state, feed, silent);
                 continue;
             }
         };
@@ -193,10 +190,7 @@ async fn follow(
             }
             None => return format!("the consumer {name} stopped"),
         };
-        if *silent > 0 {
-            state.lock().expect("sync state").stuck_feeds.remove(feed);
-        }
-        *silent = 0;
+        heard_from_server(state, feed, silent);
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match messages.next().now_or_never() {
@@ -301,6 +295,15 @@ async fn store(
                 envelopes = self::envelopes(batch, own, &skip, feed).0;
             }
         }
+    }
+}
+
+/// The feed heard from the server (a message, or heartbeats for long enough): it is not stuck,
+/// and a later silence starts a new count.
+fn heard_from_server(state: &SharedState, feed: &'static str, silent: &mut u32) {
+    if *silent > 0 {
+        state.lock().expect("sync state").stuck_feeds.remove(feed);
+        *silent = 0;
     }
 }
 
