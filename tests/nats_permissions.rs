@@ -1280,18 +1280,15 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() 
             .await
             .unwrap()
     };
-    let stuck_gauge = || async {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
+    let scrape = async |url: String| {
+        let text = http.get(url).send().await.unwrap().text().await.unwrap();
+        text.lines().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let stuck_gauge = async || {
+        scrape(format!("{base}/metrics"))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("hms_sync_feeds_stuck "))
-            .map(str::to_owned)
+            .iter()
+            .find_map(|l| l.strip_prefix("hms_sync_feeds_stuck ").map(str::to_owned))
     };
     let reported = || async {
         status
@@ -1300,25 +1297,32 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() 
             .unwrap()
             .map(|r| serde_json::from_slice::<serde_json::Value>(&r).unwrap())
     };
+    // Waits (up to 60 s) until the edge's status and the report central has of it both list
+    // exactly `feeds` as stuck, and `also` holds; returns the edge's status then.
+    let until_shown_stuck = async |feeds: serde_json::Value, also: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let here = sync_status().await;
+            let there = reported().await;
+            if here["stuck_feeds"] == feeds
+                && there.as_ref().map(|r| &r["stuck_feeds"]) == Some(&feeds)
+                && also()
+            {
+                return here;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stuck feeds never {feeds}: {here}, reported {there:?}\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
 
     // Two pulls in a row, each silent for two 5 s heartbeats: about 20 s.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let here = sync_status().await;
-        let there = reported().await;
-        if here["stuck_feeds"] == serde_json::json!(["plans"])
-            && there.as_ref().map(|r| &r["stuck_feeds"]) == Some(&serde_json::json!(["plans"]))
-        {
-            // The other feeds hear from the server: the hospital's own events arrived.
-            assert!(here["inbound_events_stored"].as_u64() > Some(0), "{here}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the plans feed was never shown stuck: {here}, reported {there:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let here = until_shown_stuck(serde_json::json!(["plans"]), &|| true).await;
+    // The other feeds hear from the server: the hospital's own events arrived.
+    assert!(here["inbound_events_stored"].as_u64() > Some(0), "{here}");
     assert_eq!(stuck_gauge().await.as_deref(), Some("1"));
     // The command service read the report and made the consumer again, once.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1341,21 +1345,14 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() 
         remade_at,
         "made again within its cooldown"
     );
-    let central_metrics = http
-        .get(format!("http://{}/metrics", command_service.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let central_metrics = scrape(format!("http://{}/metrics", command_service.addr)).await;
     for line in [
         "hms_edge_consumers_remade_total{outcome=\"made\"} 1",
         "hms_edge_consumers_remade_total{outcome=\"failed\"} 0",
     ] {
         assert!(
-            central_metrics.lines().any(|l| l == line),
-            "{line} in\n{central_metrics}"
+            central_metrics.iter().any(|l| l == line),
+            "{line} in\n{central_metrics:#?}"
         );
     }
 
@@ -1376,23 +1373,7 @@ async fn a_feed_that_sends_nothing_shows_as_stuck_and_is_made_again_centrally() 
             )
             .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let here = sync_status().await;
-        let there = reported().await;
-        if here["stuck_feeds"] == serde_json::json!([])
-            && there.as_ref().map(|r| &r["stuck_feeds"]) == Some(&serde_json::json!([]))
-            && plan_stored() > 0
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the plans feed still shown stuck after the fix: {here}, reported {there:?}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    until_shown_stuck(serde_json::json!([]), &|| plan_stored() > 0).await;
     assert_eq!(stuck_gauge().await.as_deref(), Some("0"));
     edge.stop().await.unwrap();
     command_service.stop().await;
