@@ -323,7 +323,6 @@ fn silences(before: u32, open_for: Duration) -> u32 {
 mod tests {
     use super::*;
     use async_nats::jetstream::AckKind;
-    use async_nats::jetstream::consumer::DeliverPolicy;
     use platform::streams::Names;
 
     /// Only silences from the start of a pull add up to a stuck consumer; one after heartbeats
@@ -356,10 +355,6 @@ mod tests {
             .find(|f| f.feed == "plans")
             .unwrap();
         assert_eq!(plans.consumer, "edge_n_plans");
-        let config = |deliver_policy| pull::Config {
-            deliver_policy,
-            ..streams::edge_consumer_config("n", &plans)
-        };
         // Another type's event first: stream sequences and the feed's own count differ.
         js.publish(format!("{prefix}.events.o.claim.c"), "other".into())
             .await
@@ -377,7 +372,7 @@ mod tests {
             .unwrap();
         }
         let consumer = stream
-            .get_or_create_consumer("edge_n_plans", config(DeliverPolicy::All))
+            .get_or_create_consumer("edge_n_plans", streams::edge_consumer_config("n", &plans))
             .await
             .unwrap();
         let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer, n: usize| async move {
